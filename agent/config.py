@@ -1,0 +1,233 @@
+"""The configuration: agent.toml and models.d/NAME.toml, validated with pydantic.
+
+These models are the one source of truth for every key a user can write. Loading never raises a
+pydantic error: every problem becomes one line naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .names import NAME_RE, is_path_model, model_id_problem
+
+AGENT_FILE = "agent.toml"
+MODELS_DIR = "models.d"
+TESTS_DIR = "tests.d"
+SYSTEM_CONFIG_DIR = Path("/etc/vllm-agent")
+ENV_CONFIG_DIR = "VLLM_AGENT_CONFIG_DIR"
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo must never be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HealthSettings(Strict):
+    checks: list[str] = Field(default_factory=lambda: ["http", "completion"], min_length=1)
+    interval: PositiveSeconds = 10.0
+    timeout: PositiveSeconds = 5.0
+    failure_threshold: Annotated[int, Field(ge=1)] = 3
+    deep_interval: PositiveSeconds | None = None
+
+
+class RestartSettings(Strict):
+    max_restarts: Annotated[int, Field(ge=0)] = 3
+    window: PositiveSeconds = 60.0
+    min_delay: Annotated[float, Field(ge=0)] = 2.0
+    max_startup_failures: Annotated[int, Field(ge=1)] = 3
+
+
+class StartupSettings(Strict):
+    # Whole budget for resolve + load + health + tests; systemd's own timeout is a backstop.
+    timeout: PositiveSeconds = 1800.0
+    # How long the engine may stay silent while loading before the start is given up.
+    stall_timeout: PositiveSeconds = 300.0
+
+
+class EngineSettings(Strict):
+    command: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=lambda: ["vllm", "serve"], min_length=1
+    )
+
+
+class PluginSettings(Strict):
+    block: list[str] = Field(default_factory=list)
+
+
+class AgentSettings(Strict):
+    """agent.toml."""
+
+    port_range: tuple[Annotated[int, Field(ge=1, le=65535)], Annotated[int, Field(ge=1, le=65535)]] = (
+        8000,
+        8999,
+    )
+    state_dir: Path | None = None
+    log_dir: Path | None = None
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    plugins: PluginSettings = Field(default_factory=PluginSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    restart: RestartSettings = Field(default_factory=RestartSettings)
+    startup: StartupSettings = Field(default_factory=StartupSettings)
+
+    @field_validator("port_range")
+    @classmethod
+    def _ordered(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if value[0] > value[1]:
+            raise ValueError(f"must be [low, high] with low <= high, got {list(value)}")
+        return value
+
+    @field_validator("state_dir", "log_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_absolute():
+            raise ValueError(f"must be an absolute path, got {str(value)!r}")
+        return value
+
+
+class EngineSection(Strict):
+    command: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)
+
+
+class TestSpec(BaseModel):
+    """One ``[[tests]]`` entry; runner-specific options are checked by the runner's plugin."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    __test__ = False  # not a pytest class
+
+    runner: str = Field(min_length=1)
+    name: str | None = None
+    timeout: PositiveSeconds = 120.0
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Deployment(Strict):
+    """models.d/NAME.toml; ``name`` comes from the file name."""
+
+    name: str
+    model: str
+    source: str | None = None
+    revision: str | None = Field(default=None, min_length=1, max_length=200)
+    served_model_name: str | None = Field(default=None, min_length=1, max_length=200)
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    gpus: Annotated[int, Field(ge=0)] | list[int | str] | None = None
+    gpu_memory_utilization: float | None = None
+    tensor_parallel_size: Annotated[int, Field(ge=1)] | None = None
+    max_model_len: Annotated[int, Field(ge=1)] | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    mode: Literal["managed", "monitored", "external"] = "managed"
+    url: str | None = None
+    engine: EngineSection = Field(default_factory=EngineSection)
+    startup: StartupSettings = Field(default_factory=StartupSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    restart: RestartSettings = Field(default_factory=RestartSettings)
+    tests: list[TestSpec] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_RE.fullmatch(value):
+            raise ValueError(f"must be 1 to 64 characters of [a-z0-9._-] starting with a letter or digit, got {value!r}")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        problem = model_id_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("gpu_memory_utilization")
+    @classmethod
+    def _fraction(cls, value: float | None) -> float | None:
+        if value is not None and not 0 < value <= 1:
+            raise ValueError(f"must be > 0 and <= 1, got {value}")
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if not _HOSTNAME.fullmatch(value):
+                raise ValueError(f"must be an IP address or a host name, got {value!r}") from None
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, item in value.items():
+            if not _ENV_NAME.fullmatch(key):
+                raise ValueError(f"{key!r} is not a valid environment variable name")
+            if "\n" in item or "\x00" in item:
+                raise ValueError(f"{key}: value must be one line")
+        return value
+
+    @field_validator("args")
+    @classmethod
+    def _args(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if "\n" in item or "\x00" in item:
+                raise ValueError(f"each argument must be one line, got {item!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _mode_and_url(self) -> Deployment:
+        if self.mode == "external" and not self.url:
+            raise ValueError("url: required when mode = 'external'")
+        if self.mode != "external" and self.url:
+            raise ValueError("url: only allowed with mode = 'external'")
+        if self.url and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", self.url):
+            raise ValueError(f"url: must be an http:// or https:// URL, got {self.url!r}")
+        return self
+
+    @property
+    def source_name(self) -> str:
+        return self.source or ("local" if is_path_model(self.model) else "hf")
+
+    @property
+    def served_name(self) -> str:
+        return self.served_model_name or self.name
+
+    def engine_command(self, settings: AgentSettings) -> list[str]:
+        return list(self.engine.command or settings.engine.command)
+
+
+def default_config_dir(user: bool) -> Path:
+    if user:
+        base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+        return Path(base) / "vllm-agent"
+    return SYSTEM_CONFIG_DIR
+
+
+def resolve_config_dir(explicit: str | Path | None, user: bool) -> Path:
+    """``--config-dir``, else ``$VLLM_AGENT_CONFIG_DIR``, else the scope's default."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(ENV_CONFIG_DIR):
+        return Path(os.environ[ENV_CONFIG_DIR])
+    return default_config_dir(user)
+
+
+def default_state_dir(user: bool) -> Path:
+    if user:
+        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(base) / "vllm-agent"
+    return Path("/var/lib/vllm-agent")

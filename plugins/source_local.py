@@ -1,0 +1,1 @@
+"""Model source ``local``: a model directory already on this host (airgapped use)."""
