@@ -24,6 +24,9 @@ ENV_CONFIG_DIR = "VLLM_AGENT_CONFIG_DIR"
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Environment= is world-readable through `systemctl show`; secrets go through credentials.
+_SECRET_ENV = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|APIKEY|CREDENTIAL)", re.IGNORECASE)
+_SECRET_ARGS = ("--api-key", "--hf-token")
 _HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 
 
@@ -56,9 +59,7 @@ class StartupSettings(Strict):
 
 
 class EngineSettings(Strict):
-    command: list[Annotated[str, Field(min_length=1)]] = Field(
-        default_factory=lambda: ["vllm", "serve"], min_length=1
-    )
+    command: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=lambda: ["vllm", "serve"], min_length=1)
 
 
 class PluginSettings(Strict):
@@ -73,7 +74,12 @@ class AgentSettings(Strict):
         8999,
     )
     state_dir: Path | None = None
+    # Where unit files and drop-ins are written; default: the scope's admin unit directory.
+    unit_dir: Path | None = None
+    # When set, units append engine output to LOG_DIR/NAME.log (for hosts without journald).
     log_dir: Path | None = None
+    # Files here become systemd credentials (LoadCredential=), never environment or argv.
+    credentials_dir: Path | None = None
     engine: EngineSettings = Field(default_factory=EngineSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
@@ -87,7 +93,7 @@ class AgentSettings(Strict):
             raise ValueError(f"must be [low, high] with low <= high, got {list(value)}")
         return value
 
-    @field_validator("state_dir", "log_dir")
+    @field_validator("state_dir", "unit_dir", "log_dir", "credentials_dir")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_absolute():
@@ -142,7 +148,9 @@ class Deployment(Strict):
     @classmethod
     def _name(cls, value: str) -> str:
         if not NAME_RE.fullmatch(value):
-            raise ValueError(f"must be 1 to 64 characters of [a-z0-9._-] starting with a letter or digit, got {value!r}")
+            raise ValueError(
+                f"must be 1 to 64 characters of [a-z0-9._-] starting with a letter or digit, got {value!r}"
+            )
         return value
 
     @field_validator("model")
@@ -176,6 +184,11 @@ class Deployment(Strict):
         for key, item in value.items():
             if not _ENV_NAME.fullmatch(key):
                 raise ValueError(f"{key!r} is not a valid environment variable name")
+            if _SECRET_ENV.search(key):
+                raise ValueError(
+                    f"{key!r} looks like a secret; environment values are visible to every user in "
+                    "'systemctl show'. Put it in the credentials directory instead (e.g. hf_token, api_key)"
+                )
             if "\n" in item or "\x00" in item:
                 raise ValueError(f"{key}: value must be one line")
         return value
@@ -186,6 +199,11 @@ class Deployment(Strict):
         for item in value:
             if "\n" in item or "\x00" in item:
                 raise ValueError(f"each argument must be one line, got {item!r}")
+            if item.split("=", 1)[0] in _SECRET_ARGS:
+                raise ValueError(
+                    f"{item.split('=', 1)[0]} puts a secret on the command line, which every user can read; "
+                    "put it in the credentials directory instead (api_key, hf_token)"
+                )
         return value
 
     @model_validator(mode="after")
@@ -224,6 +242,13 @@ def resolve_config_dir(explicit: str | Path | None, user: bool) -> Path:
     if os.environ.get(ENV_CONFIG_DIR):
         return Path(os.environ[ENV_CONFIG_DIR])
     return default_config_dir(user)
+
+
+def default_unit_dir(user: bool) -> Path:
+    if user:
+        base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+        return Path(base) / "systemd" / "user"
+    return Path("/etc/systemd/system")
 
 
 def default_state_dir(user: bool) -> Path:

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .config import AGENT_FILE, MODELS_DIR, AgentSettings, Deployment, default_state_dir
+from .config import AGENT_FILE, MODELS_DIR, AgentSettings, Deployment, default_state_dir, default_unit_dir
 from .errors import ConfigError, DeploymentNotFound
 from .names import NAME_RE
 
@@ -30,6 +30,10 @@ class Config:
     def state_dir(self) -> Path:
         return self.settings.state_dir or default_state_dir(self.user)
 
+    @property
+    def unit_dir(self) -> Path:
+        return self.settings.unit_dir or default_unit_dir(self.user)
+
     def deployment(self, name: str) -> Deployment:
         try:
             return self.deployments[name]
@@ -43,9 +47,13 @@ class Config:
         return self.path / MODELS_DIR / f"{name}.toml"
 
 
-def load_config(path: Path, *, user: bool = False) -> Config:
-    """Load and validate the whole directory; raise ConfigError listing every problem."""
-    problems: list[str] = []
+def load_config(path: Path, *, user: bool = False, problems: list[str] | None = None) -> Config:
+    """Load and validate the whole directory; raise ConfigError listing every problem.
+
+    With ``problems`` given, collect them there instead and return what is valid.
+    """
+    lenient = problems is not None
+    problems = problems if problems is not None else []
     settings = load_settings(path, problems)
     deployments: dict[str, Deployment] = {}
     models_dir = path / MODELS_DIR
@@ -58,6 +66,21 @@ def load_config(path: Path, *, user: bool = False) -> Config:
                 deployments[deployment.name] = deployment
     elif models_dir.exists():
         problems.append(f"{MODELS_DIR}: must be a directory")
+    if problems and not lenient:
+        raise ConfigError(problems, hint=f"fix the files in {path} and run 'vllm-agent validate'")
+    return Config(path=path, user=user, settings=settings, deployments=deployments)
+
+
+def load_one(path: Path, name: str, *, user: bool = False) -> Config:
+    """agent.toml and one deployment: a broken file elsewhere must not stop this one."""
+    problems: list[str] = []
+    settings = load_settings(path, problems)
+    file = path / MODELS_DIR / f"{name}.toml"
+    deployments: dict[str, Deployment] = {}
+    if file.is_file():
+        deployment = _load_deployment_file(path, file, settings, problems)
+        if deployment is not None:
+            deployments[name] = deployment
     if problems:
         raise ConfigError(problems, hint=f"fix the files in {path} and run 'vllm-agent validate'")
     return Config(path=path, user=user, settings=settings, deployments=deployments)

@@ -22,8 +22,7 @@ def check_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         shown = repr(name) if isinstance(name, str) else type(name).__name__
         raise InvalidName(
-            f"invalid deployment name {shown}: use 1 to 64 characters of [a-z0-9._-], "
-            "starting with a letter or digit",
+            f"invalid deployment name {shown}: use 1 to 64 characters of [a-z0-9._-], starting with a letter or digit",
             hint="names become the instance of vllm@NAME.service, e.g. 'llama-3-8b'",
         )
     return name

@@ -62,6 +62,11 @@ class EngineTarget:
     deployment: str
     url: str  # base URL, no trailing slash, e.g. http://127.0.0.1:8000
     served_model_name: str
+    api_key: str | None = field(default=None, repr=False)  # from the api_key credential
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
 
 @dataclass(frozen=True)

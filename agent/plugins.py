@@ -112,7 +112,9 @@ class Plugins:
             self._attributed(hook)
 
     def info(self) -> list[PluginInfo]:
-        dists = {id(plugin): f"{dist.metadata['name']} {dist.version}" for plugin, dist in self.pm.list_plugin_distinfo()}
+        dists = {
+            id(plugin): f"{dist.metadata['name']} {dist.version}" for plugin, dist in self.pm.list_plugin_distinfo()
+        }
         kinds = {
             "agent_gpu_backends": "gpu",
             "agent_model_sources": "source",
@@ -162,7 +164,7 @@ class Plugins:
                 if name in found:
                     raise PluginError(
                         f"two plugins offer {name!r} from {hook}: {found[name][0]!r} and {impl.plugin_name!r}",
-                        hint="block one of them in agent.toml: [plugins] block = [\"NAME\"]",
+                        hint='block one of them in agent.toml: [plugins] block = ["NAME"]',
                     )
                 found[name] = (impl.plugin_name, provider)
         self._cache[hook] = found
@@ -178,4 +180,3 @@ class Plugins:
                 f"{key}: no {what} named {name!r} (available: {known})",
                 hint="install the plugin that provides it, or check that it is not blocked in agent.toml",
             ) from None
-

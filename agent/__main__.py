@@ -1,0 +1,5 @@
+"""python -m vllm_agent"""
+
+from .cli import main
+
+raise SystemExit(main())

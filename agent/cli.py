@@ -1,0 +1,212 @@
+"""The vllm-agent command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import resolve_config_dir
+from .configdir import Config, load_config, load_one
+from .errors import AgentError, ConfigError
+from .log import configure
+from .plugins import Plugins, make_plugin_manager
+from .progress import ProgressLine
+from .systemd.model import UnitManager
+
+Connect = Callable[[bool], Awaitable[UnitManager]]
+
+EPILOG = """\
+Deployments live in CONFIG_DIR/models.d/NAME.toml (CONFIG_DIR: --config-dir, else
+$VLLM_AGENT_CONFIG_DIR, else /etc/vllm-agent, or ~/.config/vllm-agent with --user).
+Each runs as the systemd unit vllm@NAME.service: 'systemctl start vllm@NAME' works too.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config-dir", metavar="DIR", default=argparse.SUPPRESS, help="configuration directory (agent.toml, models.d/)"
+    )
+    common.add_argument(
+        "--user",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="manage the user's systemd units instead of the system's",
+    )
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+
+    parser = argparse.ArgumentParser(
+        prog="vllm-agent",
+        description="Run vLLM models as systemd units that are ready only when they truly serve.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"vllm-agent {__version__}")
+    parser.add_argument("--config-dir", metavar="DIR", help="configuration directory (agent.toml, models.d/)")
+    parser.add_argument("--user", action="store_true", help="manage the user's systemd units instead of the system's")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, text: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, parents=[common], **kwargs)
+
+    p = command("validate", "check agent.toml and every models.d/*.toml; report every problem (exit 2)")
+    p.add_argument("--json", action="store_true", help="print {'ok': bool, 'problems': [...]}")
+
+    p = command("plugins", "list loaded plugins, their distributions and the providers they offer")
+    p.add_argument("--json", action="store_true")
+
+    command("init", "install vllm@.service and vllm-agent.service for this scope and reload systemd")
+
+    p = command(
+        "deploy",
+        "write models.d/NAME.toml, then start it and wait until it serves",
+        usage="vllm-agent deploy NAME --model M [--port P] [--source S] [--no-start] [--timeout S] [-- ENGINE_ARGS...]",
+    )
+    p.add_argument("name", help="deployment name: 1-64 of [a-z0-9._-]; the unit is vllm@NAME.service")
+    p.add_argument("--model", required=True, help="Hugging Face id 'org/name' or an absolute path")
+    p.add_argument("--port", type=int, help="port (default: the lowest free one of port_range)")
+    p.add_argument("--source", help="model source plugin (default: local for a path, hf otherwise)")
+    p.add_argument("--no-start", action="store_true", help="only write the file")
+    p.add_argument("--timeout", type=float, help="seconds to wait for ready (default: startup.timeout)")
+
+    for verb, text in (
+        ("start", "start a deployment and wait until it serves (resets a failed or crash-loop state)"),
+        ("restart", "restart a deployment and wait until it serves again"),
+    ):
+        p = command(verb, text)
+        p.add_argument("name")
+        p.add_argument("--timeout", type=float, help="seconds to wait for ready")
+        p.add_argument("--no-wait", action="store_true", help="return once the start is queued")
+
+    p = command("stop", "stop a deployment (graceful, then every process of the unit)")
+    p.add_argument("name")
+    p = command("remove", "stop a deployment and remove its unit drop-in, its file and its state")
+    p.add_argument("name")
+
+    p = command("status", "one line per deployment: state, URL and what is wrong")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--json", action="store_true", help="print {'deployments': [...]}")
+
+    p = command("render", "print the unit drop-in a deployment gets, without writing it")
+    p.add_argument("name")
+
+    p = command("logs", "show a deployment's output (journal, or log_dir's file)")
+    p.add_argument("name")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("-n", "--lines", type=int, default=100)
+
+    p = command(
+        "launch",
+        "run a deployment in the foreground (the unit's ExecStart; not for daily use)",
+        usage="vllm-agent launch NAME [-- ENGINE_COMMAND...]",
+    )
+    p.add_argument("name")
+    return parser
+
+
+def split_engine_args(argv: Sequence[str]) -> tuple[list[str], list[str] | None]:
+    """Everything after the first ``--`` belongs to the engine, untouched."""
+    argv = list(argv)
+    if "--" in argv:
+        at = argv.index("--")
+        return argv[:at], argv[at + 1 :]
+    return argv, None
+
+
+def main(argv: Sequence[str] | None = None, *, connect: Connect | None = None) -> int:
+    own, engine_args = split_engine_args(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(own)
+    configure(verbose=getattr(args, "verbose", False), stream=sys.stderr if args.command != "launch" else sys.stdout)
+    try:
+        return run_command(args, engine_args, connect or _connect_systemd)
+    except AgentError as err:
+        print(err.one_line(), file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _connect_systemd(user: bool) -> UnitManager:
+    from .systemd import connect
+
+    return await connect(user)
+
+
+def run_command(args: argparse.Namespace, engine_args: list[str] | None, connect: Connect) -> int:
+    user = bool(getattr(args, "user", False))
+    config_dir = resolve_config_dir(getattr(args, "config_dir", None), user)
+    from . import commands
+
+    if args.command == "validate":
+        return commands.validate(config_dir, user, as_json=args.json)
+    if args.command == "launch":
+        return commands.launch(config_dir, user, args.name, engine_args)
+    if engine_args is not None and args.command != "deploy":
+        raise AgentError(f"'--' is only for 'deploy' and 'launch', not {args.command!r}")
+    if args.command == "plugins":
+        config = _load(config_dir, user, name="")
+        return commands.plugins(_plugins(config), as_json=args.json)
+    if args.command == "render":
+        config = load_one(config_dir, args.name, user=user)
+        return commands.render_cmd(config, _plugins(config), args.name)
+    if args.command == "logs":
+        from .logs import show_logs
+
+        return show_logs(load_one(config_dir, args.name, user=user), args.name, follow=args.follow, lines=args.lines)
+    return asyncio.run(_with_units(args, engine_args, config_dir, user, connect))
+
+
+async def _with_units(
+    args: argparse.Namespace, engine_args: list[str] | None, config_dir: Path, user: bool, connect: Connect
+) -> int:
+    from . import commands
+
+    progress = ProgressLine(sys.stderr)
+    if args.command == "status":
+        return await commands.status(config_dir, user, connect, name=args.name, as_json=args.json)
+    config = _load(config_dir, user, getattr(args, "name", None))
+    plugins = _plugins(config)
+    units = await connect(user)
+    try:
+        if args.command == "init":
+            return await commands.init(config, units)
+        if args.command == "deploy":
+            return await commands.deploy(config, units, plugins, args, engine_args or [], progress)
+        if args.command in ("start", "restart"):
+            return await commands.start(config, units, plugins, args, progress, restart=args.command == "restart")
+        if args.command == "stop":
+            return await commands.stop(config, units, plugins, args.name)
+        if args.command == "remove":
+            return await commands.remove(config, units, plugins, args.name)
+    finally:
+        progress.clear()
+        await units.close()
+    raise AgentError(f"unknown command {args.command!r}")
+
+
+def _load(config_dir: Path, user: bool, name: str | None = None) -> Config:
+    """The whole directory; a broken file of another deployment is only a warning."""
+    problems: list[str] = []
+    config = load_config(config_dir, user=user, problems=problems)
+    own = [p for p in problems if name is None or p.startswith(("agent.toml", f"models.d/{name}.toml"))]
+    if own:
+        raise ConfigError(own, hint=f"fix the files in {config_dir} and run 'vllm-agent validate'")
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    return config
+
+
+def _plugins(config: Config) -> Plugins:
+    return make_plugin_manager(config.settings)
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2)
+    sys.stdout.write("\n")

@@ -1,0 +1,206 @@
+"""The subcommands' bodies: parse nothing, print results, return the exit status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from .config import MODELS_DIR
+from .configdir import Config, load_config, load_one
+from .deployfile import create
+from .errors import AgentError, PortUnavailable
+from .install import install_units
+from .lifecycle import Deployments
+from .names import check_name
+from .plugins import Plugins, make_plugin_manager
+from .progress import ProgressLine
+from .render import EXIT_CONFIG
+from .status import DeploymentStatus, one_line
+from .systemd.model import UnitManager
+from .validate import problems_in
+
+Connect = Callable[[bool], Awaitable[UnitManager]]
+
+
+def _json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def validate(config_dir: Path, user: bool, *, as_json: bool) -> int:
+    problems = problems_in(config_dir, user=user)
+    if as_json:
+        _json({"ok": not problems, "config_dir": str(config_dir), "problems": problems})
+    elif problems:
+        for problem in problems:
+            print(f"{config_dir}/{problem}" if not problem.startswith("/") else problem, file=sys.stderr)
+        print(f"{len(problems)} problem(s) found in {config_dir}", file=sys.stderr)
+    else:
+        count = len(load_config(config_dir, user=user).deployments)
+        print(f"ok: {config_dir} ({count} deployment(s))")
+    return 2 if problems else 0
+
+
+def plugins(plugins: Plugins, *, as_json: bool) -> int:
+    rows = plugins.info()
+    if as_json:
+        _json(
+            {
+                "plugins": [row.__dict__ | {"providers": list(row.providers)} for row in rows],
+                "blocked": plugins.blocked(),
+            }
+        )
+        return 0
+    width = max((len(row.name) for row in rows), default=4)
+    for row in rows:
+        print(f"{row.name:<{width}}  {row.distribution:<24}  {', '.join(row.providers) or '-'}")
+    for name in plugins.blocked():
+        print(f"{name:<{width}}  (blocked in agent.toml)")
+    return 0
+
+
+def render_cmd(config: Config, plugins: Plugins, name: str) -> int:
+    deployments = Deployments(config, units=None, plugins=plugins)  # type: ignore[arg-type]
+    sys.stdout.write(deployments.render(name, write_port=False).text)
+    return 0
+
+
+def launch(config_dir: Path, user: bool, name: str, engine_argv: list[str] | None) -> int:
+    """The unit's main process. Problems found here are permanent (exit 78): no restart loop."""
+    from .launcher import Launcher
+    from .notify import Notifier
+    from .render import HASH_ENV, render
+
+    notifier = Notifier()
+    try:
+        check_name(name)
+        config = load_one(config_dir, name, user=user)
+        deployment = config.deployment(name)
+        plugins = make_plugin_manager(config.settings)
+        if deployment.port is None:
+            raise PortUnavailable(
+                f"{MODELS_DIR}/{name}.toml has no port", hint=f"run 'vllm-agent start {name}' once to assign one"
+            )
+        if engine_argv is None:  # started without a drop-in: render ourselves
+            rendered = render(config, deployment)
+            engine_argv = list(rendered.argv[rendered.argv.index("--") + 1 :])
+    except AgentError as err:
+        notifier.status(f"failed: {err.message}" + (f" (hint: {err.hint})" if err.hint else ""))
+        print(err.one_line(), file=sys.stderr, flush=True)
+        return EXIT_CONFIG
+    launcher = Launcher(
+        config,
+        deployment,
+        plugins,
+        engine_argv=engine_argv,
+        notifier=notifier,
+        rendered_hash=os.environ.get(HASH_ENV, ""),
+    )
+    return asyncio.run(launcher.run())
+
+
+async def init(config: Config, units: UnitManager) -> int:
+    written = install_units(config)
+    await units.reload()
+    for path in written:
+        print(f"installed {path}")
+    scope = "--user " if config.user else ""
+    print(f"ready: units in {config.unit_dir}, deployments in {config.path / MODELS_DIR}")
+    print(f"next: vllm-agent {scope}deploy NAME --model ORG/MODEL")
+    return 0
+
+
+async def deploy(
+    config: Config,
+    units: UnitManager,
+    plugins: Plugins,
+    args: argparse.Namespace,
+    engine_args: list[str],
+    progress: ProgressLine,
+) -> int:
+    data: dict[str, Any] = {"model": args.model}
+    if args.source:
+        data["source"] = args.source
+    if args.port is not None:
+        data["port"] = args.port
+    if engine_args:
+        data["args"] = engine_args
+    create(config, args.name, data)
+    config.deployments[args.name] = load_one(config.path, args.name, user=config.user).deployment(args.name)
+    print(f"wrote {config.deployment_file(args.name)}")
+    deployments = Deployments(config, units, plugins)
+    if args.no_start:
+        prepared = deployments.prepare(args.name)
+        if prepared.changed:
+            await units.reload()
+        print(f"not started; start it with: vllm-agent start {args.name}")
+        return 0
+    status = await deployments.start(args.name, timeout=args.timeout, progress=progress)
+    progress.clear()
+    print(one_line(status))
+    return 0
+
+
+async def start(
+    config: Config,
+    units: UnitManager,
+    plugins: Plugins,
+    args: argparse.Namespace,
+    progress: ProgressLine,
+    *,
+    restart: bool,
+) -> int:
+    deployments = Deployments(config, units, plugins)
+    verb = deployments.restart if restart else deployments.start
+    status = await verb(args.name, wait=not args.no_wait, timeout=args.timeout, progress=progress)
+    progress.clear()
+    print(one_line(status))
+    return 0
+
+
+async def stop(config: Config, units: UnitManager, plugins: Plugins, name: str) -> int:
+    config.deployment(name)
+    status = await Deployments(config, units, plugins).stop(name)
+    print(one_line(status))
+    return 0
+
+
+async def remove(config: Config, units: UnitManager, plugins: Plugins, name: str) -> int:
+    check_name(name)
+    if name not in config.deployments and not config.deployment_file(name).exists():
+        config.deployment(name)  # raises DeploymentNotFound with a hint
+    for path in await Deployments(config, units, plugins).remove(name):
+        print(f"removed {path}")
+    return 0
+
+
+async def status(config_dir: Path, user: bool, connect: Connect, *, name: str | None, as_json: bool) -> int:
+    problems: list[str] = []
+    config = load_config(config_dir, user=user, problems=problems)
+    if name is not None:
+        check_name(name)
+        config.deployment(name)
+    names = [name] if name else sorted(config.deployments)
+    units = await connect(user)
+    try:
+        deployments = Deployments(config, units, plugins=None)  # type: ignore[arg-type]
+        rows: list[DeploymentStatus] = [await deployments.status(item) for item in names]
+    finally:
+        await units.close()
+    if as_json:
+        _json({"deployments": [row.as_json() for row in rows], "problems": problems})
+    else:
+        for problem in problems:
+            print(f"warning: {problem}", file=sys.stderr)
+        if not rows:
+            print(f"no deployments in {config_dir / MODELS_DIR}")
+        for row in rows:
+            print(one_line(row))
+    bad = [row for row in rows if row.state in ("failed", "crash-loop", "unhealthy")]
+    return 3 if bad else 0

@@ -1,0 +1,41 @@
+"""`vllm-agent init`: install the template and the agent's unit into the scope's unit directory.
+
+Packages install them under /usr/lib/systemd instead; init is for pip installs, where the units
+must run this very installation of vllm-agent.
+"""
+
+from __future__ import annotations
+
+import shlex
+from importlib import resources
+from pathlib import Path
+
+from .configdir import Config
+from .fsutil import write_atomic
+from .render import agent_command
+
+TEMPLATES = ("vllm@.service", "vllm-agent.service")
+PACKAGED_COMMAND = "/usr/bin/vllm-agent"
+
+
+def unit_text(template: str, *, user: bool, command: list[str] | None = None) -> str:
+    text = resources.files("vllm_agent.units").joinpath(template).read_text()
+    launcher = " ".join(shlex.quote(part) for part in (command or agent_command()))
+    if user:
+        launcher += " --user"
+        # A user manager has no multi-user.target; default.target is its equivalent.
+        text = text.replace("WantedBy=multi-user.target", "WantedBy=default.target")
+    return text.replace(PACKAGED_COMMAND, launcher)
+
+
+def install_units(config: Config, *, command: list[str] | None = None) -> list[Path]:
+    """Write the units whose text changed; return those written."""
+    written = []
+    for template in TEMPLATES:
+        path = config.unit_dir / template
+        text = unit_text(template, user=config.user, command=command)
+        if not path.exists() or path.read_text() != text:
+            write_atomic(path, text)
+            written.append(path)
+    (config.path / "models.d").mkdir(parents=True, exist_ok=True)
+    return written

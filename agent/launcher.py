@@ -1,0 +1,294 @@
+"""The unit's main process: resolve the model, check the port, start the engine, wait for
+health, run the post-start tests, then report ready and supervise.
+
+systemd sees one Type=notify service: READY=1 is sent only once the engine serves and passed its
+tests, so `systemctl start vllm@NAME` returns when the model truly serves, with no daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+from .config import Deployment
+from .configdir import Config
+from .diagnose import diagnose
+from .engine import drop_revision, with_model
+from .engine_process import EngineProcess
+from .errors import AgentError
+from .log import for_deployment
+from .notify import Notifier
+from .plugin_api import EngineTarget, TestContext
+from .plugins import Plugins
+from .ports import check_port_free
+from .render import EXIT_CONFIG, STOP_TIMEOUT
+from .state import StateStore
+from .supervise import Supervisor
+from .testing import TestsFailed, run_post_start_tests
+
+EXIT_ENGINE = 1  # the engine failed: systemd may restart it
+POLL = 0.1  # seconds between /health probes while loading: the ready gap stays small
+EXTEND_EVERY = 5.0
+
+
+class LaunchFailure(AgentError):
+    code = "deployment.start_failed"
+
+    def __init__(self, message: str, *, hint: str | None = None, permanent: bool = False) -> None:
+        super().__init__(message, hint=hint)
+        self.permanent = permanent
+
+
+class Launcher:
+    def __init__(
+        self,
+        config: Config,
+        deployment: Deployment,
+        plugins: Plugins,
+        *,
+        engine_argv: Sequence[str],
+        notifier: Notifier | None = None,
+        store: StateStore | None = None,
+        rendered_hash: str = "",
+    ) -> None:
+        self.config = config
+        self.deployment = deployment
+        self.plugins = plugins
+        self.argv = list(engine_argv)
+        self.notifier = notifier or Notifier()
+        self.store = store or StateStore(config.state_dir)
+        self.hash = rendered_hash
+        self.log = for_deployment(deployment.name)
+        self.url = f"http://{_url_host(deployment.host)}:{deployment.port}"
+        self.started = time.monotonic()
+        self.engine: EngineProcess | None = None
+        self._last_extend = 0.0
+        self._became_ready = False
+
+    async def run(self) -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            return await self._run(stop)
+        except LaunchFailure as failure:
+            return await self._fail(failure.message, failure.hint or "", failure.permanent)
+        except AgentError as err:  # model source, port, plugin: found before the engine runs
+            return await self._fail(err.message, err.hint or "", permanent=True)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    async def _run(self, stop: asyncio.Event) -> int:
+        name = self.deployment.name
+        self._phase(
+            "resolving",
+            "resolving model",
+            started_at=time.time(),
+            pid=os.getpid(),
+            invocation_id=os.environ.get("INVOCATION_ID", ""),
+            hash=self.hash,
+            url=self.url,
+            reason="",
+            hint="",
+        )
+        source = self.plugins.model_source(self.deployment.source_name)
+        resolved = await source.resolve(self.deployment, lambda text: self._status(f"resolving model: {text}"))
+        argv = with_model(self.argv, str(resolved.path))
+        if self.deployment.source_name != "local":
+            argv = drop_revision(argv)
+        self.log.info("model resolved", model=self.deployment.model, path=str(resolved.path), source=source.name)
+        assert self.deployment.port is not None
+        check_port_free(self.deployment.port, self.deployment.host)
+
+        self._phase("starting", "starting engine")
+        self.engine = EngineProcess(argv, env=self._engine_env())
+        await self.engine.start()
+        self.log.info("engine started", pid=self.engine.pid, argv=argv)
+        exited = asyncio.create_task(self.engine.wait(), name="engine-exit")
+        stopping = asyncio.create_task(stop.wait(), name="stop-signal")
+        try:
+            if not await self._wait_healthy(exited, stopping):
+                return await self._stop()
+            target = self._target()
+            self._phase("testing", "running post-start tests")
+            if not await self._run_tests(target, exited, stopping):
+                return await self._stop()
+            self._became_ready = True
+            ready_in = time.monotonic() - self.started
+            self.store.update(
+                name, phase="serving", ready_at=time.time(), startup_failures=0, crash_loop=False, reason="", hint=""
+            )
+            self.notifier.ready(f"serving {self.deployment.served_name} on {self.url}")
+            self.log.info("ready", url=self.url, seconds=round(ready_in, 2))
+            supervisor = Supervisor(self.deployment, self.plugins, target, self.notifier, self.store, self.log)
+            outcome = await supervisor.run(exited, stopping)
+            if outcome == "stop":
+                return await self._stop()
+            code = exited.result()
+            tail = list(self.engine.tail)
+            await self.engine.kill_leftovers()
+            found = diagnose(tail, code)
+            raise LaunchFailure(f"{found.reason} after it was ready", hint=found.hint)
+        finally:
+            stopping.cancel()
+            if not exited.done():
+                exited.cancel()
+            await asyncio.gather(exited, stopping, return_exceptions=True)
+
+    async def _wait_healthy(self, exited: asyncio.Task[int], stopping: asyncio.Task[bool]) -> bool:
+        """Poll /health until 200. False when asked to stop; LaunchFailure when it cannot be."""
+        assert self.engine is not None
+        startup = self.deployment.startup
+        deadline = self.started + startup.timeout
+        last_status = 0.0
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while True:
+                if stopping.done():
+                    return False
+                if exited.done():
+                    await self._engine_died_during_start(exited.result())
+                now = time.monotonic()
+                if now > deadline:
+                    raise LaunchFailure(
+                        f"not ready after startup.timeout = {startup.timeout:g}s",
+                        hint="raise [startup] timeout in the deployment file if the model needs longer",
+                    )
+                silent = now - self.engine.last_output
+                if silent > startup.stall_timeout:
+                    raise LaunchFailure(
+                        f"the engine stalled: no output and no health for {silent:.0f}s while loading",
+                        hint="see 'vllm-agent logs NAME'; raise [startup] stall_timeout if loading is this quiet",
+                    )
+                try:
+                    response = await client.get(f"{self.url}/health")
+                    if response.status_code == 200:
+                        return True
+                except httpx.HTTPError:
+                    pass  # refused while loading: vLLM listens only once the model is loaded
+                if now - last_status >= 1.0:
+                    last_status = now
+                    line = (self.engine.tail[-1] if self.engine.tail else "")[:100]
+                    self._status(f"waiting for health: engine loading ({now - self.started:.0f}s) {line}".rstrip())
+                self._extend_timeout(now)
+                await asyncio.wait({exited, stopping}, timeout=POLL)
+
+    async def _run_tests(self, target: EngineTarget, exited: asyncio.Task[int], stopping: asyncio.Task[bool]) -> bool:
+        remaining = self.started + self.deployment.startup.timeout - time.monotonic()
+        context = TestContext(config_dir=self.config.path, deployment=self.deployment)
+        tests = asyncio.create_task(
+            run_post_start_tests(self.plugins, target, self.deployment, context, log=self.log, progress=self._status)
+        )
+        keepalive = asyncio.create_task(self._keep_extending())
+        try:
+            done, _ = await asyncio.wait(
+                {tests, exited, stopping}, timeout=max(remaining, 0), return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            keepalive.cancel()
+        if tests not in done:
+            tests.cancel()
+            await asyncio.gather(tests, return_exceptions=True)
+            if stopping in done:
+                return False
+            if exited in done:
+                await self._engine_died_during_start(exited.result(), during="the post-start tests")
+            raise LaunchFailure(
+                f"the post-start tests did not finish within startup.timeout = {self.deployment.startup.timeout:g}s",
+                hint="lower the tests' timeouts or raise [startup] timeout",
+            )
+        try:
+            outcomes = tests.result()
+        except TestsFailed as failed:
+            self.store.update(self.deployment.name, tests=failed.as_records())
+            raise LaunchFailure(failed.message, hint=failed.hint, permanent=True) from None
+        self.store.update(self.deployment.name, tests=[o.__dict__ for o in outcomes])
+        return True
+
+    async def _keep_extending(self) -> None:
+        while True:
+            self._extend_timeout(time.monotonic(), force=True)
+            await asyncio.sleep(EXTEND_EVERY)
+
+    async def _engine_died_during_start(self, code: int, during: str = "startup") -> None:
+        assert self.engine is not None
+        tail = list(self.engine.tail)
+        await self.engine.kill_leftovers()
+        found = diagnose(tail, code)
+        raise LaunchFailure(f"{found.reason} during {during}", hint=found.hint, permanent=found.permanent)
+
+    async def _stop(self) -> int:
+        self.notifier.stopping("stopping engine")
+        if self.engine is not None:
+            code = await self.engine.stop(STOP_TIMEOUT - 5)
+            self.log.info("engine stopped", status=code)
+        self._phase("stopped", "stopped")
+        return 0
+
+    async def _fail(self, reason: str, hint: str, permanent: bool) -> int:
+        if self.engine is not None and self.engine.returncode is None:
+            await self.engine.stop(10)
+        failures = self.store.load(self.deployment.name).startup_failures
+        if not self._became_ready:
+            failures += 1
+        self.store.update(self.deployment.name, phase="failed", reason=reason, hint=hint, startup_failures=failures)
+        self.notifier.status(f"failed: {reason}" + (f" (hint: {hint})" if hint else ""))
+        self.log.error("failed", reason=reason, hint=hint, permanent=permanent)
+        return EXIT_CONFIG if permanent else EXIT_ENGINE
+
+    def _phase(self, phase: str, text: str, **changes: object) -> None:
+        self.store.update(self.deployment.name, phase=phase, **changes)
+        self._status(text)
+
+    def _status(self, text: str) -> None:
+        self.notifier.status(text)
+
+    def _extend_timeout(self, now: float, force: bool = False) -> None:
+        """Keep systemd's start timeout ahead while the engine shows progress."""
+        if now - self._last_extend < EXTEND_EVERY:
+            return
+        assert self.engine is not None
+        stall = self.deployment.startup.stall_timeout
+        if force or now - self.engine.last_output < stall:
+            self._last_extend = now
+            self.notifier.extend_timeout(stall + 30)
+        if self.notifier.watchdog_usec:
+            self.notifier.watchdog()
+
+    def _target(self) -> EngineTarget:
+        return EngineTarget(
+            deployment=self.deployment.name,
+            url=self.url,
+            served_model_name=self.deployment.served_name,
+            api_key=_credential("api_key"),
+        )
+
+    def _engine_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        api_key = _credential("api_key")
+        if api_key:
+            env["VLLM_API_KEY"] = api_key  # vLLM reads it; never on the command line
+        return env
+
+
+def _credential(name: str) -> str | None:
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        return None
+    try:
+        return (Path(directory) / name).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,217 @@
+"""Deploy, start, stop, restart, remove: the operator's verbs, over a UnitManager."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Deployment
+from .configdir import Config
+from .deployfile import assign_port
+from .errors import GpuError, StartFailed
+from .fsutil import remove_if_exists, write_atomic
+from .names import unit_name
+from .plugins import Plugins
+from .ports import allocate_port
+from .render import Rendered, dropin_path, hash_of, render
+from .state import StateStore
+from .status import DeploymentStatus, classify
+from .systemd.model import UnitManager, UnitState
+
+Progress = Callable[[str], None]
+POLL = 0.25
+_DEVICES = re.compile(r"^Environment=CUDA_VISIBLE_DEVICES=(.*)$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    deployment: Deployment
+    rendered: Rendered
+    changed: bool
+
+
+class Deployments:
+    def __init__(
+        self, config: Config, units: UnitManager, plugins: Plugins, *, command: list[str] | None = None
+    ) -> None:
+        self.config = config
+        self.units = units
+        self.plugins = plugins
+        self.command = command
+        self.store = StateStore(config.state_dir)
+
+    # Rendering -------------------------------------------------------------------------------
+
+    def render(self, name: str, *, write_port: bool = True) -> Rendered:
+        deployment = self.config.deployment(name)
+        if write_port:
+            deployment = assign_port(self.config, deployment)
+        elif deployment.port is None:
+            taken = {d.port for d in self.config.deployments.values() if d.port is not None}
+            deployment = deployment.model_copy(update={"port": allocate_port(self.config.settings.port_range, taken)})
+        return render(
+            self.config,
+            deployment,
+            command=self.command,
+            visible_devices=self._devices(deployment),
+            directives=self.plugins.unit_directives(deployment),
+        )
+
+    def prepare(self, name: str) -> Prepared:
+        """Render and write the drop-in if it changed; the caller reloads systemd once."""
+        rendered = self.render(name)
+        path = dropin_path(self.config, name)
+        current = path.read_text() if path.exists() else None
+        if current != rendered.text:
+            write_atomic(path, rendered.text)
+        return Prepared(self.config.deployments[name], rendered, changed=current != rendered.text)
+
+    def _devices(self, deployment: Deployment) -> list[str] | None:
+        wanted = deployment.gpus
+        if wanted is None:
+            return None
+        if isinstance(wanted, list):
+            return [str(item) for item in wanted]
+        if wanted == 0:
+            return []
+        # Sticky placement: a running deployment keeps its devices while the count is unchanged.
+        path = dropin_path(self.config, deployment.name)
+        if path.exists() and (match := _DEVICES.search(path.read_text())):
+            previous = [item for item in match.group(1).split(",") if item]
+            if len(previous) == wanted:
+                return previous
+        devices = [device for backend in self.plugins.gpu_backends().values() for device in backend.list_devices()]
+        chosen = self.plugins.select_devices(deployment, devices)
+        if not chosen:
+            raise GpuError(
+                f"deployment {deployment.name!r} wants {wanted} GPU(s) and none could be chosen ({len(devices)} found)",
+                hint="check 'nvidia-smi' or 'amd-smi', or set gpus to an explicit list",
+            )
+        return [str(device.index) for device in chosen]
+
+    # Verbs -----------------------------------------------------------------------------------
+
+    async def start(
+        self, name: str, *, wait: bool = True, timeout: float | None = None, progress: Progress = lambda _: None
+    ) -> DeploymentStatus:
+        prepared = self.prepare(name)
+        if prepared.changed:
+            await self.units.reload()
+        unit = unit_name(name)
+        # A manual start is the operator's word that the cause is fixed: forget old failures.
+        self.store.update(name, startup_failures=0, crash_loop=False)
+        state = await self.units.get_state(unit)
+        if state.active_state == "failed":
+            await self.units.reset_failed(unit)
+        if state.active_state == "active":
+            saved = self.store.load(name)
+            if saved.hash == prepared.rendered.hash:
+                return self.status_of(prepared.deployment, state)
+            return await self._run_job(name, self.units.restart, wait, timeout, progress)
+        return await self._run_job(name, self.units.start, wait, timeout, progress)
+
+    async def restart(
+        self, name: str, *, wait: bool = True, timeout: float | None = None, progress: Progress = lambda _: None
+    ) -> DeploymentStatus:
+        prepared = self.prepare(name)
+        if prepared.changed:
+            await self.units.reload()
+        self.store.update(name, startup_failures=0, crash_loop=False)
+        unit = unit_name(name)
+        if (await self.units.get_state(unit)).active_state == "failed":
+            await self.units.reset_failed(unit)
+        return await self._run_job(name, self.units.restart, wait, timeout, progress)
+
+    async def stop(self, name: str) -> DeploymentStatus:
+        unit = unit_name(name)
+        await self.units.stop(unit)
+        await self.units.reset_failed(unit)
+        self.store.update(name, phase="stopped", reason="", hint="")
+        return await self.status(name)
+
+    async def remove(self, name: str) -> list[Path]:
+        """Stop the unit, then remove its drop-in, its file and its state. Returns what went."""
+        unit = unit_name(name)
+        await self.units.stop(unit)
+        await self.units.reset_failed(unit)
+        removed = []
+        dropin = dropin_path(self.config, name)
+        for path in (dropin, self.config.deployment_file(name), self.store.path(name)):
+            if remove_if_exists(path):
+                removed.append(path)
+        try:
+            dropin.parent.rmdir()
+        except OSError:
+            pass  # an operator's own drop-ins stay
+        await self.units.reload()
+        return removed
+
+    async def status(self, name: str) -> DeploymentStatus:
+        deployment = self.config.deployment(name)
+        return self.status_of(deployment, await self.units.get_state(unit_name(name)))
+
+    def status_of(self, deployment: Deployment, unit: UnitState) -> DeploymentStatus:
+        desired = ""
+        if deployment.port is not None:
+            path = dropin_path(self.config, deployment.name)
+            if path.exists():
+                desired = hash_of(path.read_text()) or ""
+        return classify(deployment, unit, self.store.load(deployment.name), desired)
+
+    # Waiting ---------------------------------------------------------------------------------
+
+    async def _run_job(
+        self, name: str, verb: Callable, wait: bool, timeout: float | None, progress: Progress
+    ) -> DeploymentStatus:
+        unit = unit_name(name)
+        deployment = self.config.deployments[name]
+        if not wait:
+            await verb(unit, wait=False)
+            return await self.status(name)
+        budget = timeout if timeout is not None else deployment.startup.timeout + 60
+        deadline = time.monotonic() + budget
+        job = asyncio.create_task(verb(unit))
+        watcher = asyncio.create_task(self._report(unit, progress))
+        try:
+            result = await asyncio.wait_for(asyncio.shield(job), budget)
+            # With Restart= set, a failed first job can be followed by systemd's own retry:
+            # wait until the unit is ready or failed for good, not for one job.
+            while True:
+                state = await self.units.get_state(unit)
+                status = self.status_of(deployment, state)
+                if state.active_state == "active" or state.active_state in ("failed", "inactive"):
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+                await asyncio.sleep(POLL)
+        except TimeoutError:
+            job.cancel()
+            raise StartFailed(
+                f"{name} is not ready after {budget:g}s; systemd keeps trying",
+                hint=f"watch it with 'vllm-agent status {name}' and 'vllm-agent logs {name}'",
+            ) from None
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        if status.state == "ready":
+            return status
+        raise StartFailed(
+            f"{name} failed to start: {status.reason or result}",
+            hint=status.hint or f"see 'vllm-agent logs {name}'",
+        )
+
+    async def _report(self, unit: str, progress: Progress) -> None:
+        last = ""
+        while True:
+            state = await self.units.get_state(unit)
+            text = state.status_text
+            if state.sub_state == "auto-restart":
+                text = f"restarting ({state.n_restarts} so far): {text}"
+            if text and text != last:
+                last = text
+                progress(text)
+            await asyncio.sleep(POLL)

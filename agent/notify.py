@@ -1,0 +1,58 @@
+"""sd_notify: tell systemd about readiness, status lines, timeouts and the watchdog."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+
+class Notifier:
+    """Speaks the sd_notify protocol on $NOTIFY_SOCKET; silent when not run by systemd."""
+
+    def __init__(self, address: str | None = None) -> None:
+        address = address if address is not None else os.environ.get("NOTIFY_SOCKET", "")
+        if address.startswith("@"):  # abstract namespace
+            address = "\0" + address[1:]
+        self._address = address or None
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) if self._address else None
+        self.last_status = ""
+
+    @property
+    def watchdog_usec(self) -> int:
+        """WatchdogSec as systemd passed it to us (0: no watchdog)."""
+        if os.environ.get("WATCHDOG_PID") not in (None, str(os.getpid())):
+            return 0
+        return int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+
+    def send(self, **fields: str | int) -> None:
+        message = "\n".join(f"{key.upper()}={value}" for key, value in fields.items())
+        if "STATUS" in (key.upper() for key in fields):
+            self.last_status = str(fields.get("status", fields.get("STATUS", "")))
+        if self._socket is not None and self._address is not None:
+            try:
+                self._socket.sendto(message.encode(), self._address)
+            except OSError:
+                pass  # systemd went away; nothing useful to do from here
+
+    def status(self, text: str) -> None:
+        self.send(status=text.replace("\n", " ")[:400])
+
+    def ready(self, text: str) -> None:
+        self.send(ready=1, status=text)
+
+    def extend_timeout(self, seconds: float) -> None:
+        self.send(extend_timeout_usec=int(seconds * 1_000_000))
+
+    def watchdog(self) -> None:
+        self.send(watchdog=1)
+
+    def watchdog_trigger(self, text: str) -> None:
+        """Ask systemd to treat us as hung now: restart with Result=watchdog."""
+        self.send(status=text, watchdog="trigger")
+
+    def stopping(self, text: str) -> None:
+        self.send(stopping=1, status=text)
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()

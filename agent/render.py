@@ -1,0 +1,161 @@
+"""Render a deployment into its unit drop-in, the whole truth `systemctl cat` shows.
+
+The template vllm@.service is static; everything a deployment decides lives in
+vllm@NAME.service.d/50-vllm-agent.conf, with a hash of the rendered text so the agent can tell
+when a running unit is stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Deployment
+from .configdir import Config
+from .engine import engine_argv
+
+DROPIN_NAME = "50-vllm-agent.conf"
+HASH_ENV = "VLLM_AGENT_HASH"
+HASH_LINE = re.compile(r"^# vllm-agent-hash: ([0-9a-f]+)$", re.MULTILINE)
+# A dedicated status for problems found before the engine starts (EX_CONFIG): systemd never
+# restarts after it, so a taken port or a missing model does not burn the restart budget.
+EXIT_CONFIG = 78
+STOP_TIMEOUT = 30  # seconds for a graceful engine shutdown before the cgroup is killed
+CREDENTIALS = ("hf_token", "api_key")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    name: str
+    text: str
+    hash: str
+    argv: tuple[str, ...]  # ExecStart, as systemd will run it
+
+
+def agent_command() -> list[str]:
+    """How a unit runs this vllm-agent: the console script beside this Python, else -m."""
+    script = Path(sys.executable).parent / "vllm-agent"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("vllm-agent")
+    return [found] if found else [sys.executable, "-m", "vllm_agent"]
+
+
+def dropin_path(config: Config, name: str) -> Path:
+    return config.unit_dir / f"vllm@{name}.service.d" / DROPIN_NAME
+
+
+def render(
+    config: Config,
+    deployment: Deployment,
+    *,
+    command: Sequence[str] | None = None,
+    visible_devices: Sequence[str] | None = None,
+    directives: Mapping[str, Sequence[str]] | None = None,
+) -> Rendered:
+    settings = config.settings
+    restart = deployment.restart
+    startup = deployment.startup
+    launcher = [*(command or agent_command())]
+    if config.user:
+        launcher.append("--user")
+    launcher += ["--config-dir", str(config.path), "launch", deployment.name, "--"]
+    argv = launcher + engine_argv(deployment, settings)
+
+    unit = [
+        f"Description=vLLM deployment {deployment.name} ({_one_line(deployment.model)})",
+        # The burst counts starts, not restarts: the first start plus max_restarts restarts.
+        f"StartLimitIntervalSec={_seconds(restart.window)}",
+        f"StartLimitBurst={restart.max_restarts + 1}",
+    ]
+    service = [
+        "Type=notify",
+        "NotifyAccess=main",
+        f"Environment=VLLM_AGENT_DEPLOYMENT={deployment.name}",
+    ]
+    for key, value in sorted(deployment.env.items()):
+        service.append(f"Environment={_quote(f'{key}={value}', exec_line=False)}")
+    if visible_devices is not None:
+        devices = ",".join(visible_devices)
+        service += [f"Environment=CUDA_VISIBLE_DEVICES={devices}", f"Environment=HIP_VISIBLE_DEVICES={devices}"]
+    service += _credentials(config)
+    service += [
+        # The launcher extends this while the engine shows progress and enforces the whole
+        # startup.timeout itself; this is the backstop for a launcher that stops talking.
+        f"TimeoutStartSec={_seconds(startup.stall_timeout + 30)}",
+        f"TimeoutStopSec={STOP_TIMEOUT}s",
+        # SIGTERM to the launcher, which drains the engine; then SIGKILL to whatever is left in
+        # the cgroup, so no VLLM::EngineCore survives a stop.
+        "KillMode=mixed",
+        # always: vLLM can exit 0 after its engine died, which on-failure would not restart.
+        "Restart=always",
+        f"RestartSec={_seconds(restart.min_delay)}",
+        f"RestartPreventExitStatus={EXIT_CONFIG}",
+    ]
+    if settings.log_dir is not None:
+        log = settings.log_dir / f"{deployment.name}.log"
+        service += [f"StandardOutput=append:{_escape_specifiers(str(log))}", "StandardError=inherit"]
+    service += ["ExecStart=", "ExecStart=" + " ".join(_quote(arg) for arg in argv)]
+
+    extra = {section: list(lines) for section, lines in (directives or {}).items()}
+    unit += extra.pop("Unit", [])
+    service += extra.pop("Service", [])
+    sections = {"Unit": unit, "Service": service, **extra}
+    body = "\n".join(f"[{section}]\n" + "\n".join(lines) + "\n" for section, lines in sections.items())
+    digest = hashlib.sha256(body.encode()).hexdigest()[:16]
+    body = body.replace("[Service]\n", f"[Service]\nEnvironment={HASH_ENV}={digest}\n", 1)
+    header = (
+        f"# Written by vllm-agent from {config.path}/models.d/{deployment.name}.toml; do not edit.\n"
+        f"# Change that file and run 'vllm-agent start {deployment.name}' (or let the daemon reconcile).\n"
+        f"# vllm-agent-hash: {digest}\n\n"
+    )
+    return Rendered(name=deployment.name, text=header + body, hash=digest, argv=tuple(argv))
+
+
+def hash_of(text: str) -> str | None:
+    match = HASH_LINE.search(text)
+    return match.group(1) if match else None
+
+
+def _credentials(config: Config) -> list[str]:
+    """Secrets reach the launcher as credentials: never in `systemctl show` or argv."""
+    directory = config.settings.credentials_dir
+    if directory is None:
+        return []
+    # A LoadCredential= whose file is missing fails the unit, so name only the files present.
+    present = [name for name in CREDENTIALS if (directory / name).is_file()]
+    lines = [f"LoadCredential={name}:{_escape_specifiers(str(directory / name))}" for name in present]
+    if "hf_token" in present:
+        # huggingface_hub reads the token from this file; %d is $CREDENTIALS_DIRECTORY.
+        lines.append("Environment=HF_TOKEN_PATH=%d/hf_token")
+    return lines
+
+
+def _seconds(value: float) -> str:
+    return f"{int(value)}s" if float(value).is_integer() else f"{int(value * 1000)}ms"
+
+
+def _one_line(text: str) -> str:
+    return _escape_specifiers(text.replace("\n", " "))
+
+
+def _escape_specifiers(text: str) -> str:
+    return text.replace("%", "%%")
+
+
+_SAFE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
+
+
+def _quote(arg: str, *, exec_line: bool = True) -> str:
+    """Quote one word for ExecStart= (% and $ are systemd's there) or Environment= (% only)."""
+    escaped = arg.replace("%", "%%")
+    if exec_line:
+        escaped = escaped.replace("$", "$$")
+    if _SAFE.fullmatch(escaped):
+        return escaped
+    return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,118 @@
+"""What a deployment is doing, in one word and one line: from systemd's view and the launcher's."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from .config import Deployment
+from .state import DeploymentState
+from .systemd.model import UnitState
+
+State = Literal["stopped", "starting", "ready", "unhealthy", "failed", "crash-loop"]
+
+
+@dataclass(frozen=True)
+class DeploymentStatus:
+    name: str
+    state: State
+    model: str
+    url: str
+    port: int | None
+    pid: int
+    restarts: int
+    reason: str
+    hint: str = ""
+    gpus: list[str] = field(default_factory=list)
+    phase: str = ""
+    active_state: str = ""
+    sub_state: str = ""
+    stale: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def classify(
+    deployment: Deployment, unit: UnitState, saved: DeploymentState, desired_hash: str = ""
+) -> DeploymentStatus:
+    state, reason, hint = _state(deployment, unit, saved)
+    running = unit.active_state in ("active", "activating", "reloading")
+    return DeploymentStatus(
+        name=deployment.name,
+        state=state,
+        model=deployment.model,
+        url=f"http://{deployment.host}:{deployment.port}" if deployment.port else "",
+        port=deployment.port,
+        pid=unit.main_pid,
+        restarts=unit.n_restarts,
+        reason=reason,
+        hint=hint,
+        gpus=list(saved.visible_devices),
+        phase=saved.phase,
+        active_state=unit.active_state,
+        sub_state=unit.sub_state,
+        stale=bool(running and desired_hash and saved.hash and saved.hash != desired_hash),
+    )
+
+
+def _state(deployment: Deployment, unit: UnitState, saved: DeploymentState) -> tuple[State, str, str]:
+    name = deployment.name
+    active = unit.active_state
+    if active == "active":
+        if saved.phase == "unhealthy":
+            return "unhealthy", saved.reason, "systemd restarts it if the checks keep failing"
+        return "ready", "", ""
+    if active in ("activating", "reloading"):
+        if unit.sub_state == "auto-restart":
+            last = saved.reason or unit_result_reason(unit)
+            return "starting", f"restarting after: {last}", ""
+        return "starting", unit.status_text or "starting", ""
+    if saved.crash_loop:
+        return "crash-loop", saved.reason, f"fix the cause, then 'vllm-agent start {name}' resets it"
+    if active == "failed":
+        reason = saved.reason or unit.status_text.removeprefix("failed: ") or unit_result_reason(unit)
+        hint = saved.hint or f"see 'vllm-agent logs {name}'"
+        if unit.result == "start-limit-hit":
+            restart = deployment.restart
+            reason = (
+                f"start limit hit: {restart.max_restarts + 1} starts within {restart.window:g}s; last failure: {reason}"
+            )
+            hint = f"fix the cause, then 'vllm-agent start {name}' resets it"
+        return "failed", reason, hint
+    if active == "deactivating":
+        return "stopped", "stopping", ""
+    return "stopped", "", ""
+
+
+def unit_result_reason(unit: UnitState) -> str:
+    """systemd's own word for how the last run ended, as a sentence."""
+    result = unit.result
+    if result == "exit-code":
+        return f"the launcher exited with status {unit.exec_main_status}"
+    if result == "signal":
+        return f"the launcher was killed by signal {unit.exec_main_status}"
+    if result == "watchdog":
+        return "the health checks failed (systemd watchdog)"
+    if result == "timeout":
+        return "systemd's start or stop timeout passed"
+    if result == "start-limit-hit":
+        return "systemd's start limit was hit"
+    if result == "oom-kill":
+        return "the kernel's OOM killer ended it"
+    if result == "core-dump":
+        return "it crashed with a core dump"
+    return result or "unknown"
+
+
+def one_line(status: DeploymentStatus) -> str:
+    parts = [f"{status.name:<20} {status.state:<10}"]
+    if status.state in ("ready", "unhealthy", "starting"):
+        parts.append(status.url)
+    if status.stale:
+        parts.append("(config changed; 'vllm-agent restart' applies it)")
+    if status.reason:
+        parts.append(status.reason)
+    if status.hint and status.state in ("failed", "crash-loop", "unhealthy"):
+        parts.append(f"hint: {status.hint}")
+    return "  ".join(part for part in parts if part)

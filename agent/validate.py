@@ -1,0 +1,73 @@
+"""`vllm-agent validate`: every problem in the config directory, each with its file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import MODELS_DIR
+from .configdir import Config, load_config
+from .errors import AgentError
+from .plugin_api import TestContext
+from .plugins import make_plugin_manager
+
+
+def problems_in(config_dir: Path, *, user: bool = False) -> list[str]:
+    problems: list[str] = []
+    if not config_dir.exists():
+        return [f"{config_dir}: no such config directory (create it, or pass --config-dir)"]
+    config = load_config(config_dir, user=user, problems=problems)
+    try:
+        plugins = make_plugin_manager(config.settings)
+    except AgentError as err:
+        return [*problems, f"agent.toml: plugins: {err.message}"]
+    problems += _plugin_problems(config, plugins)
+    problems += _port_problems(config)
+    return problems
+
+
+def _plugin_problems(config: Config, plugins) -> list[str]:  # noqa: ANN001 - Plugins
+    found: list[str] = []
+    sources = plugins.model_sources()
+    strategies = plugins.health_strategies()
+    runners = plugins.test_runners()
+    for name, deployment in sorted(config.deployments.items()):
+        label = f"{MODELS_DIR}/{name}.toml"
+        if deployment.mode != "external" and deployment.source_name not in sources:
+            found.append(
+                f"{label}: source: no model source named {deployment.source_name!r} "
+                f"(available: {', '.join(sorted(sources)) or 'none'})"
+            )
+        for check in deployment.health.checks:
+            if check not in strategies:
+                found.append(
+                    f"{label}: health.checks: no health strategy named {check!r} "
+                    f"(available: {', '.join(sorted(strategies)) or 'none'})"
+                )
+        context = TestContext(config_dir=config.path, deployment=deployment)
+        for index, spec in enumerate(deployment.tests):
+            runner = runners.get(spec.runner)
+            if runner is None:
+                found.append(
+                    f"{label}: tests[{index}].runner: no test runner named {spec.runner!r} "
+                    f"(available: {', '.join(sorted(runners)) or 'none'})"
+                )
+                continue
+            found += [f"{label}: tests[{index}]: {problem}" for problem in runner.problems(spec, context)]
+    return found
+
+
+def _port_problems(config: Config) -> list[str]:
+    # Same port, any host: a wildcard bind and 127.0.0.1 collide, and vLLM's SO_REUSEPORT would
+    # let two engines share one port silently.
+    owners: dict[int, str] = {}
+    found = []
+    for name, deployment in sorted(config.deployments.items()):
+        if deployment.port is None or deployment.mode == "external":
+            continue
+        key = deployment.port
+        if key in owners:
+            found.append(
+                f"{MODELS_DIR}/{name}.toml: port: {deployment.port} is also used by {MODELS_DIR}/{owners[key]}.toml"
+            )
+        owners[key] = name
+    return found
