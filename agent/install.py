@@ -18,8 +18,10 @@ TEMPLATES = ("vllm@.service", "vllm-agent.service")
 PACKAGED_COMMAND = "/usr/bin/vllm-agent"
 
 
-def unit_text(template: str, *, user: bool, command: list[str] | None = None) -> str:
-    text = resources.files("vllm_agent.units").joinpath(template).read_text()
+def unit_text(template: str, *, user: bool, command: list[str] | None = None, config_dir: Path | None = None) -> str:
+    text = resources.files("vllm_agent").joinpath("unitfiles", template).read_text()
+    if config_dir is not None:
+        text = text.replace("%E/vllm-agent", str(config_dir).replace("%", "%%"))
     launcher = " ".join(shlex.quote(part) for part in (command or agent_command()))
     if user:
         launcher += " --user"
@@ -33,7 +35,7 @@ def install_units(config: Config, *, command: list[str] | None = None) -> list[P
     written = []
     for template in TEMPLATES:
         path = config.unit_dir / template
-        text = unit_text(template, user=config.user, command=command)
+        text = unit_text(template, user=config.user, command=command, config_dir=config.path)
         if not path.exists() or path.read_text() != text:
             write_atomic(path, text)
             written.append(path)

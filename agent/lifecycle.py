@@ -64,6 +64,9 @@ class Deployments:
     def prepare(self, name: str) -> Prepared:
         """Render and write the drop-in if it changed; the caller reloads systemd once."""
         rendered = self.render(name)
+        if self.config.settings.log_dir is not None:
+            # systemd's StandardOutput=append: does not create the directory.
+            self.config.settings.log_dir.mkdir(parents=True, exist_ok=True)
         path = dropin_path(self.config, name)
         current = path.read_text() if path.exists() else None
         if current != rendered.text:
@@ -180,11 +183,22 @@ class Deployments:
             result = await asyncio.wait_for(asyncio.shield(job), budget)
             # With Restart= set, a failed first job can be followed by systemd's own retry:
             # wait until the unit is ready or failed for good, not for one job.
+            settled: tuple[str, int] | None = None
             while True:
                 state = await self.units.get_state(unit)
                 status = self.status_of(deployment, state)
-                if state.active_state == "active" or state.active_state in ("failed", "inactive"):
+                if state.active_state == "active":
                     break
+                if state.active_state in ("failed", "inactive"):
+                    # systemd passes through "failed" on its way to auto-restart: believe it
+                    # only once it held for longer than the restart delay.
+                    seen = (state.active_state, state.n_restarts)
+                    if settled == seen:
+                        break
+                    settled = seen
+                    await asyncio.sleep(deployment.restart.min_delay + 0.5)
+                    continue
+                settled = None
                 if time.monotonic() > deadline:
                     raise TimeoutError
                 await asyncio.sleep(POLL)

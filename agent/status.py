@@ -73,11 +73,11 @@ def _state(deployment: Deployment, unit: UnitState, saved: DeploymentState) -> t
     if active == "failed":
         reason = saved.reason or unit.status_text.removeprefix("failed: ") or unit_result_reason(unit)
         hint = saved.hint or f"see 'vllm-agent logs {name}'"
-        if unit.result == "start-limit-hit":
-            restart = deployment.restart
-            reason = (
-                f"start limit hit: {restart.max_restarts + 1} starts within {restart.window:g}s; last failure: {reason}"
-            )
+        restart = deployment.restart
+        # systemd 252 may leave Result=exit-code when the refused start was an automatic
+        # restart; NRestarts past the budget tells the same story.
+        if unit.result == "start-limit-hit" or unit.n_restarts > restart.max_restarts:
+            reason = f"start limit hit: {restart.max_restarts + 1} starts within {restart.window:g}s; last failure: {reason}"
             hint = f"fix the cause, then 'vllm-agent start {name}' resets it"
         return "failed", reason, hint
     if active == "deactivating":

@@ -1,0 +1,1231 @@
+#!/usr/bin/env python3
+"""A fake vLLM OpenAI-compatible server, for tests.
+
+Standard library only (Python >= 3.11), no imports from the project: a systemd unit runs it
+exactly like the real ``vllm serve`` / ``python -m vllm.entrypoints.openai.api_server``.
+
+What it copies from real vLLM (see shared/FACTS.md, "vLLM behaviour"):
+
+* the command line (``[serve] [MODEL] --model ... --served-model-name ... --host ... --port ...``);
+  every other vLLM flag is accepted and ignored;
+* the port is bound early (a busy port fails at once with ``[Errno 98] Address already in use``,
+  exit 1) but listens only once the "model" has loaded, so connections are refused while loading;
+* one child process named ``VLLM::EngineCore`` (``/proc/PID/comm`` is ``VLLM::EngineCor``,
+  ``/proc/PID/cmdline`` starts with ``VLLM::EngineCore``) that survives a SIGKILL of the API
+  server; if it dies, ``/health`` answers 503 and the server exits 0 shortly after;
+* ``/health``, ``/ping``, ``/version``, ``/v1/models``, ``/v1/completions``,
+  ``/v1/chat/completions`` (JSON and SSE), ``/metrics`` (Prometheus text, real metric names);
+* uvicorn-style log lines on stdout.
+
+Fake-only flags (pass them in the deployment's ``args``); ``FAKE_VLLM_MODE`` and
+``FAKE_VLLM_LOAD_TIME`` in the environment are used when the flags are absent:
+
+  --fake-load-time SECONDS       time before the socket listens (default 0.5)
+  --fake-mode MODE[,MODE...]     ok | exit-at-start | port-in-use | engine-death-after:N |
+                                 hang-after:N | crash-after-requests:N | crash-after:N |
+                                 slow-health:S
+  --fake-engine-pid-file PATH    write the EngineCore child's pid there (alias --fake-pid-file)
+  --fake-max-output-tokens N     cap on generated tokens per choice (default 16)
+  --fake-token-latency SECONDS   sleep per generated token (default 0)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+VERSION = "0.0.0-fake"
+DEFAULT_MODEL = "facebook/opt-125m"
+EXIT_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+ENGINE_NAME = "VLLM::EngineCore"
+ENGINE_CORE_FLAG = "--fake-run-engine-core"  # internal: how the script starts its child
+
+MODE_NAMES = {
+    "ok": None,
+    "exit-at-start": None,
+    "port-in-use": None,
+    "engine-death-after": float,
+    "hang-after": float,
+    "crash-after-requests": int,
+    "crash-after": float,
+    "slow-health": float,
+}
+
+WORDS = [
+    "hello",
+    "world",
+    "this",
+    "is",
+    "a",
+    "fake",
+    "vllm",
+    "engine",
+    "answer",
+    "with",
+    "deterministic",
+    "tokens",
+    "for",
+    "tests",
+    "only",
+    "ok",
+]
+
+TTFT_BUCKETS = [
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+    160.0,
+    640.0,
+    2560.0,
+]
+E2E_BUCKETS = [
+    0.3,
+    0.5,
+    0.8,
+    1.0,
+    1.5,
+    2.0,
+    2.5,
+    5.0,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    40.0,
+    50.0,
+    60.0,
+    120.0,
+    240.0,
+    480.0,
+    960.0,
+    1920.0,
+    7680.0,
+]
+
+# Flags of real vLLM whose value we use; any other "--flag [value]" is accepted and ignored.
+VALUE_FLAGS = {
+    "--model": "model",
+    "--host": "host",
+    "--port": "port",
+    "--max-model-len": "max_model_len",
+    "--api-key": "api_key",
+    "--fake-load-time": "load_time",
+    "--fake-mode": "mode",
+    "--fake-engine-pid-file": "engine_pid_file",
+    "--fake-pid-file": "engine_pid_file",
+    "--fake-max-output-tokens": "max_output_tokens",
+    "--fake-token-latency": "token_latency",
+}
+
+
+class UsageError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def parse_modes(text: str) -> dict[str, float | int | None]:
+    """``"hang-after:2,slow-health:0.5"`` -> ``{"hang-after": 2.0, "slow-health": 0.5}``."""
+    modes: dict[str, float | int | None] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, sep, raw = item.partition(":")
+        if name not in MODE_NAMES:
+            raise UsageError(f"unknown --fake-mode {item!r}; known: {', '.join(MODE_NAMES)}")
+        kind = MODE_NAMES[name]
+        if kind is None:
+            if sep:
+                raise UsageError(f"--fake-mode {name} takes no value")
+            modes[name] = None
+            continue
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise UsageError(f"--fake-mode {name}:N needs a number, got {raw!r}") from None
+        if value < 0:
+            raise UsageError(f"--fake-mode {name}:N must not be negative")
+        modes[name] = value
+    modes.pop("ok", None)
+    return modes
+
+
+def parse_args(argv: list[str], environ: dict[str, str] | None = None) -> dict:
+    """Parse a vLLM-like command line. Unknown flags (and their value) are skipped."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, str] = {}
+    served: list[str] = []
+    positionals: list[str] = []
+    ignored: list[str] = []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok.startswith("-") and len(tok) > 1 and not _is_number(tok):
+            name, eq, inline = tok.partition("=")
+            if name == "--served-model-name":
+                if eq:
+                    served.append(inline)
+                    i += 1
+                    continue
+                j = i + 1
+                while j < len(argv) and not argv[j].startswith("--"):
+                    served.append(argv[j])
+                    j += 1
+                if j == i + 1:
+                    raise UsageError("argument --served-model-name: expected at least one argument")
+                i = j
+                continue
+            if name in VALUE_FLAGS:
+                if eq:
+                    value = inline
+                    i += 1
+                elif i + 1 < len(argv):
+                    value = argv[i + 1]
+                    i += 2
+                else:
+                    raise UsageError(f"argument {name}: expected one argument")
+                raw[VALUE_FLAGS[name]] = value
+                continue
+            # Unknown flag: skip it, and its value when the next token is not a flag.
+            ignored.append(name)
+            i += 1
+            if not eq and i < len(argv) and not argv[i].startswith("--"):
+                i += 1
+            continue
+        positionals.append(tok)
+        i += 1
+
+    if positionals and positionals[0] == "serve":
+        positionals = positionals[1:]
+    if len(positionals) > 1:
+        raise UsageError(f"unrecognized arguments: {' '.join(positionals[1:])}")
+    model = positionals[0] if positionals else raw.get("model", DEFAULT_MODEL)
+
+    load_time_raw = raw.get("load_time", environ.get("FAKE_VLLM_LOAD_TIME", "0.5"))
+    mode_raw = raw.get("mode", environ.get("FAKE_VLLM_MODE", "ok"))
+    api_key = raw.get("api_key", environ.get("VLLM_API_KEY")) or None
+    try:
+        port = int(raw.get("port", "8000"))
+        max_model_len = int(raw.get("max_model_len", "256"))
+        load_time = float(load_time_raw)
+        max_output_tokens = int(raw.get("max_output_tokens", "16"))
+        token_latency = float(raw.get("token_latency", "0"))
+    except ValueError as exc:
+        raise UsageError(f"invalid value: {exc}") from None
+    if not 0 <= port <= 65535:
+        raise UsageError(f"argument --port: {port} out of range")
+    if load_time < 0 or token_latency < 0 or max_output_tokens < 1 or max_model_len < 2:
+        raise UsageError("negative times, --fake-max-output-tokens < 1 or --max-model-len < 2")
+    return {
+        "model": model,
+        "served_model_names": served or [model],
+        "host": raw.get("host"),
+        "port": port,
+        "max_model_len": max_model_len,
+        "api_key": api_key,
+        "load_time": load_time,
+        "modes": parse_modes(mode_raw),
+        "engine_pid_file": raw.get("engine_pid_file"),
+        "max_output_tokens": max_output_tokens,
+        "token_latency": token_latency,
+        "ignored_flags": ignored,
+    }
+
+
+def _is_number(tok: str) -> bool:
+    try:
+        float(tok)
+    except ValueError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Logging
+
+
+_out_lock = threading.Lock()
+
+
+def _write(stream, line: str) -> None:
+    with _out_lock:
+        try:
+            stream.write(line + "\n")
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def vlog(level: str, where: str, msg: str, stream=None) -> None:
+    """A vLLM-style log line: ``INFO 05-06 12:00:00 [api_server.py:1] message``."""
+    stamp = time.strftime("%m-%d %H:%M:%S")
+    _write(stream or sys.stdout, f"{level} {stamp} [{where}] {msg}")
+
+
+def ulog(msg: str, level: str = "INFO") -> None:
+    """A uvicorn-style log line: ``INFO:     message``."""
+    _write(sys.stdout, f"{level + ':':<9} {msg}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Engine state shared by request threads
+
+
+class Histogram:
+    def __init__(self, buckets: list[float]):
+        self.buckets = buckets
+        self.counts = [0] * len(buckets)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        for i, bound in enumerate(self.buckets):
+            if value <= bound:
+                self.counts[i] += 1
+        self.total += value
+        self.count += 1
+
+
+class Engine:
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+        self.lock = threading.Lock()
+        self.state = "ready"  # ready | hung | dead
+        self.running = 0
+        self.stuck = 0  # requests wedged in a hung engine (one phantom one counts too)
+        self.prompt_tokens = 0
+        self.generation_tokens = 0
+        self.finished: dict[str, int] = {}
+        self.served_requests = 0
+        self.ttft = Histogram(TTFT_BUCKETS)
+        self.e2e = Histogram(E2E_BUCKETS)
+        self.never = threading.Event()  # never set: hung requests wait on it forever
+
+    def set_state(self, state: str) -> None:
+        with self.lock:
+            if self.state == "dead":
+                return
+            if state == "hung" and self.state != "hung":
+                self.stuck += 1  # the request that wedged the engine
+            self.state = state
+
+    def get_state(self) -> str:
+        with self.lock:
+            return self.state
+
+    def begin(self) -> str:
+        with self.lock:
+            if self.state == "ready":
+                self.running += 1
+            elif self.state == "hung":
+                self.stuck += 1
+            return self.state
+
+    def finish(self, prompt_tokens: int, completion_tokens: int, reason: str | None, ttft: float, e2e: float) -> int:
+        with self.lock:
+            self.running -= 1
+            if reason is None:  # aborted (client went away)
+                return self.served_requests
+            self.prompt_tokens += prompt_tokens
+            self.generation_tokens += completion_tokens
+            self.finished[reason] = self.finished.get(reason, 0) + 1
+            self.ttft.observe(ttft)
+            self.e2e.observe(e2e)
+            self.served_requests += 1
+            return self.served_requests
+
+    def metrics(self) -> str:
+        name = self.cfg["served_model_names"][0]
+        labels = f'model_name="{_prom_escape(name)}",engine="0"'
+        with self.lock:
+            running = self.running + self.stuck
+            lines: list[str] = []
+
+            def metric(mname: str, mtype: str, help_: str, samples: list[tuple[str, str, float]]):
+                lines.append(f"# HELP {mname} {help_}")
+                lines.append(f"# TYPE {mname} {mtype}")
+                for suffix, extra, value in samples:
+                    lab = labels + ("," + extra if extra else "")
+                    lines.append(f"{mname}{suffix}{{{lab}}} {_prom_value(value)}")
+
+            metric(
+                "vllm:num_requests_running",
+                "gauge",
+                "Number of requests in model execution batches.",
+                [("", "", running)],
+            )
+            metric("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.", [("", "", 0)])
+            metric(
+                "vllm:kv_cache_usage_perc",
+                "gauge",
+                "KV-cache usage. 1 means 100 percent usage.",
+                [("", "", min(1.0, 0.05 * running))],
+            )
+            metric(
+                "vllm:prompt_tokens_total",
+                "counter",
+                "Number of prefill tokens processed.",
+                [("", "", self.prompt_tokens)],
+            )
+            metric(
+                "vllm:generation_tokens_total",
+                "counter",
+                "Number of generation tokens processed.",
+                [("", "", self.generation_tokens)],
+            )
+            metric(
+                "vllm:request_success_total",
+                "counter",
+                "Count of successfully processed requests.",
+                [("", f'finished_reason="{r}"', self.finished.get(r, 0)) for r in ("stop", "length", "abort")],
+            )
+            for mname, help_, hist in (
+                ("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", self.ttft),
+                ("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", self.e2e),
+            ):
+                samples = [
+                    ("_bucket", f'le="{_prom_value(b)}"', c) for b, c in zip(hist.buckets, hist.counts, strict=True)
+                ]
+                samples.append(("_bucket", 'le="+Inf"', hist.count))
+                samples.append(("_count", "", hist.count))
+                samples.append(("_sum", "", hist.total))
+                metric(mname, "histogram", help_, samples)
+        return "\n".join(lines) + "\n"
+
+
+def _prom_value(value: float) -> str:
+    return repr(float(value))
+
+
+def _prom_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Request validation and answers
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, err_type: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.err_type = err_type or {400: "BadRequestError", 404: "NotFoundError"}.get(status, "InternalServerError")
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.err_type, "param": None, "code": self.status}}
+
+
+def count_tokens(text: str) -> int:
+    return len(re.findall(r"\w+|[^\w\s]", text))
+
+
+def _check_int(body: dict, key: str, minimum: int | None = None) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(400, f"{key}: Input should be a valid integer")
+    if minimum is not None and value < minimum:
+        raise ApiError(400, f"{key} must be at least {minimum}, got {value}.")
+    return value
+
+
+def _common_checks(body: dict, cfg: dict) -> tuple[bool, bool, int]:
+    model = body.get("model")
+    if model is not None and model not in cfg["served_model_names"]:
+        raise ApiError(404, f"The model `{model}` does not exist.")
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise ApiError(400, "stream: Input should be a valid boolean")
+    options = body.get("stream_options")
+    include_usage = False
+    if options is not None:
+        if not isinstance(options, dict):
+            raise ApiError(400, "stream_options: Input should be a valid dictionary")
+        if not stream:
+            raise ApiError(400, "Stream options can only be defined when `stream=True`.")
+        include_usage = bool(options.get("include_usage"))
+    temperature = body.get("temperature")
+    if temperature is not None:
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+            raise ApiError(400, "temperature: Input should be a valid number")
+        if temperature < 0:
+            raise ApiError(400, f"temperature must be non-negative, got {temperature}.")
+    n = _check_int(body, "n", 1) or 1
+    return stream, include_usage, n
+
+
+def _check_length(prompt_tokens: int, max_tokens: int | None, cfg: dict) -> int:
+    limit = cfg["max_model_len"]
+    if prompt_tokens >= limit:
+        raise ApiError(
+            400,
+            f"This model's maximum context length is {limit} tokens. However, "
+            f"your request has {prompt_tokens} input tokens. Please reduce the "
+            "length of the input messages.",
+        )
+    if max_tokens is None:
+        return limit - prompt_tokens
+    if prompt_tokens + max_tokens > limit:
+        raise ApiError(
+            400,
+            f"'max_tokens' or 'max_completion_tokens' is too large: {max_tokens}. "
+            f"This model's maximum context length is {limit} tokens and your "
+            f"request has {prompt_tokens} input tokens ({max_tokens} > {limit} - "
+            f"{prompt_tokens}).",
+        )
+    return max_tokens
+
+
+def parse_completion(body: dict, cfg: dict) -> dict:
+    stream, include_usage, n = _common_checks(body, cfg)
+    prompt = body.get("prompt")
+    if prompt is None or prompt == "" or prompt == []:
+        raise ApiError(400, "Either prompt or prompt_embeds must be provided and non-empty.")
+    if isinstance(prompt, str):
+        prompts = [count_tokens(prompt) + 1]
+    elif isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
+        prompts = [count_tokens(p) + 1 for p in prompt]
+    elif isinstance(prompt, list) and all(isinstance(p, int) and not isinstance(p, bool) for p in prompt):
+        prompts = [len(prompt)]
+    elif isinstance(prompt, list) and all(
+        isinstance(p, list) and p and all(isinstance(t, int) for t in p) for p in prompt
+    ):
+        prompts = [len(p) for p in prompt]
+    else:
+        raise ApiError(400, "prompt: Input should be a valid string or list of tokens")
+    max_tokens = _check_int(body, "max_tokens", 1)
+    if max_tokens is None:
+        max_tokens = 16
+    for p in prompts:
+        _check_length(p, max_tokens, cfg)
+    return {
+        "kind": "completion",
+        "stream": stream,
+        "include_usage": include_usage,
+        "n": n,
+        "prompts": prompts,
+        "max_tokens": max_tokens,
+    }
+
+
+CHAT_ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+
+
+def parse_chat(body: dict, cfg: dict) -> dict:
+    stream, include_usage, n = _common_checks(body, cfg)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "messages: Field required and must be a non-empty list of messages")
+    prompt_tokens = 1
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
+            raise ApiError(400, f"messages.{i}: each message needs a string 'role'")
+        if msg["role"] not in CHAT_ROLES:
+            raise ApiError(400, f"messages.{i}.role: unknown role {msg['role']!r}")
+        content = msg.get("content")
+        if content is None:
+            if msg["role"] not in ("assistant",):
+                raise ApiError(400, f"messages.{i}.content: Field required")
+            text = ""
+        elif isinstance(content, str):
+            text = content
+        elif isinstance(content, list):
+            parts = []
+            for part in content:
+                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                    raise ApiError(400, f"messages.{i}.content: invalid content part")
+                if part["type"] == "text":
+                    parts.append(str(part.get("text", "")))
+            text = " ".join(parts)
+        else:
+            raise ApiError(400, f"messages.{i}.content: Input should be a string or a list")
+        prompt_tokens += count_tokens(text) + 4
+    prompt_tokens += 2  # assistant generation prompt
+    max_tokens = _check_int(body, "max_completion_tokens", 1)
+    if max_tokens is None:
+        max_tokens = _check_int(body, "max_tokens", 1)
+    max_tokens = _check_length(prompt_tokens, max_tokens, cfg)
+    return {
+        "kind": "chat",
+        "stream": stream,
+        "include_usage": include_usage,
+        "n": n,
+        "prompts": [prompt_tokens],
+        "max_tokens": max_tokens,
+    }
+
+
+def token_text(i: int, chat: bool) -> str:
+    word = WORDS[i % len(WORDS)]
+    return word if (chat and i == 0) else " " + word
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "uvicorn"
+    sys_version = ""
+    server: FakeServer
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def version_string(self):
+        return self.server_version
+
+    def log_request(self, code="-", size="-"):
+        code = int(code) if str(code).isdigit() else code
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = ""
+        host, port = self.client_address[:2]
+        ulog(f'{host}:{port} - "{self.requestline}" {code} {phrase}')
+
+    def log_message(self, format, *args):  # noqa: A002 - errors from http.server itself
+        ulog(format % args, level="WARNING")
+
+    def send_json(self, status: int, body, headers: dict | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def send_empty(self, status: int, content_type: str | None = None) -> None:
+        self.send_response(status)
+        if content_type:
+            self.send_header("content-type", content_type)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def read_body(self) -> bytes:
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            data = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return bytes(data)
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        length = int(self.headers.get("content-length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def write_chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def sse(self, payload) -> None:
+        text = payload if isinstance(payload, str) else json.dumps(payload)
+        self.write_chunk(f"data: {text}\n\n".encode())
+
+    # -- routing --------------------------------------------------------------------------------
+
+    ROUTES = {
+        "/health": {"GET": "health"},
+        "/ping": {"GET": "health", "POST": "health"},
+        "/version": {"GET": "version"},
+        "/metrics": {"GET": "metrics"},
+        "/v1/models": {"GET": "models"},
+        "/v1/completions": {"POST": "completions"},
+        "/v1/chat/completions": {"POST": "chat"},
+    }
+
+    def do_GET(self):
+        self.route("GET")
+
+    def do_POST(self):
+        self.route("POST")
+
+    def do_PUT(self):
+        self.route("PUT")
+
+    def do_DELETE(self):
+        self.route("DELETE")
+
+    def do_HEAD(self):
+        self.send_response(405)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def route(self, method: str) -> None:
+        path = self.path.split("?", 1)[0]
+        if path != "/metrics" and path.endswith("/") and len(path) > 1:
+            path = path.rstrip("/")
+        if method == "POST" or self.headers.get("content-length"):
+            body = self.read_body()
+        else:
+            body = b""
+        methods = self.ROUTES.get(path)
+        if methods is None:
+            self.send_json(404, {"detail": "Not Found"})
+            return
+        if method not in methods:
+            self.send_json(405, {"detail": "Method Not Allowed"}, {"allow": ", ".join(methods)})
+            return
+        api_key = self.server.cfg["api_key"]
+        if api_key and path.startswith("/v1"):
+            if self.headers.get("authorization") != f"Bearer {api_key}":
+                self.send_json(401, {"error": "Unauthorized"})
+                return
+        try:
+            getattr(self, "h_" + methods[method])(body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    # -- endpoints ------------------------------------------------------------------------------
+
+    def h_health(self, _body: bytes) -> None:
+        slow = self.server.cfg["modes"].get("slow-health")
+        if slow:
+            time.sleep(slow)
+        self.send_empty(503 if self.server.engine.get_state() == "dead" else 200)
+
+    def h_version(self, _body: bytes) -> None:
+        self.send_json(200, {"version": VERSION})
+
+    def h_metrics(self, _body: bytes) -> None:
+        data = self.server.engine.metrics().encode()
+        self.send_response(200)
+        self.send_header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def h_models(self, _body: bytes) -> None:
+        cfg = self.server.cfg
+        data = [
+            {
+                "id": name,
+                "object": "model",
+                "created": self.server.started,
+                "owned_by": "vllm",
+                "root": cfg["model"],
+                "parent": None,
+                "max_model_len": cfg["max_model_len"],
+                "permission": [
+                    {
+                        "id": f"modelperm-{uuid.uuid4().hex}",
+                        "object": "model_permission",
+                        "created": self.server.started,
+                        "allow_create_engine": False,
+                        "allow_sampling": True,
+                        "allow_logprobs": True,
+                        "allow_search_indices": False,
+                        "allow_view": True,
+                        "allow_fine_tuning": False,
+                        "organization": "*",
+                        "group": None,
+                        "is_blocking": False,
+                    }
+                ],
+            }
+            for name in cfg["served_model_names"]
+        ]
+        self.send_json(200, {"object": "list", "data": data})
+
+    def h_completions(self, body: bytes) -> None:
+        self.generate(body, parse_completion)
+
+    def h_chat(self, body: bytes) -> None:
+        self.generate(body, parse_chat)
+
+    def generate(self, raw: bytes, parse) -> None:
+        cfg = self.server.cfg
+        engine = self.server.engine
+        try:
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError as exc:
+                raise ApiError(400, f"JSON decode error: {exc}") from None
+            if not isinstance(body, dict):
+                raise ApiError(400, "Request body must be a JSON object.")
+            req = parse(body, cfg)
+        except ApiError as err:
+            self.send_json(err.status, err.body())
+            return
+
+        limit = cfg["modes"].get("crash-after-requests")
+        if limit == 0:
+            self.server.crash("crash-after-requests:0")
+        start = time.monotonic()
+        state = engine.begin()
+        if state == "dead":
+            self.send_empty(500)
+            return
+        if state == "hung":
+            self.hang(req)
+            return
+        reason = None
+        completion_tokens = 0
+        ttft = 0.0
+        try:
+            completion_tokens, ttft = (self.stream_answer if req["stream"] else self.answer)(req, start)
+            reason = "length" if req["_count"] == req["max_tokens"] else "stop"
+        finally:
+            served = engine.finish(
+                sum(req["prompts"]) * req["n"], completion_tokens, reason, ttft, time.monotonic() - start
+            )
+        if limit is not None and reason is not None and served >= limit:
+            self.server.crash(f"crash-after-requests:{limit} reached after {served} requests")
+
+    def hang(self, req: dict) -> None:
+        if req["stream"]:  # headers go out at once, the first chunk never comes
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream; charset=utf-8")
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            self.wfile.flush()
+        self.server.engine.never.wait()
+
+    def produce(self, req: dict):
+        """Yield (choice_index, token_index, text) in generation order; sets req["_count"]."""
+        count = min(req["max_tokens"], self.server.cfg["max_output_tokens"])
+        req["_count"] = count
+        choices = len(req["prompts"]) * req["n"]
+        delay = self.server.cfg["token_latency"]
+        for t in range(count):
+            if delay:
+                time.sleep(delay)
+            for c in range(choices):
+                yield c, t, token_text(t, req["kind"] == "chat")
+
+    def _finish_reason(self, req: dict) -> str:
+        return "length" if req["_count"] == req["max_tokens"] else "stop"
+
+    def _usage(self, req: dict, completion_tokens: int) -> dict:
+        prompt = sum(req["prompts"]) * req["n"]
+        return {
+            "prompt_tokens": prompt,
+            "total_tokens": prompt + completion_tokens,
+            "completion_tokens": completion_tokens,
+            "prompt_tokens_details": None,
+        }
+
+    def answer(self, req: dict, start: float) -> tuple[int, float]:
+        chat = req["kind"] == "chat"
+        texts: dict[int, str] = {}
+        ttft = 0.0
+        for c, _t, text in self.produce(req):
+            if not ttft:
+                ttft = time.monotonic() - start
+            texts[c] = texts.get(c, "") + text
+        choices_n = len(req["prompts"]) * req["n"]
+        completion_tokens = req["_count"] * choices_n
+        reason = self._finish_reason(req)
+        created = int(time.time())
+        model = self.server.cfg["served_model_names"][0]
+        if chat:
+            choices = [
+                {
+                    "index": c,
+                    "message": {
+                        "role": "assistant",
+                        "content": texts.get(c, ""),
+                        "refusal": None,
+                        "annotations": None,
+                        "audio": None,
+                        "function_call": None,
+                        "tool_calls": [],
+                        "reasoning_content": None,
+                    },
+                    "logprobs": None,
+                    "finish_reason": reason,
+                    "stop_reason": None,
+                }
+                for c in range(choices_n)
+            ]
+            body = {
+                "id": f"chatcmpl-{uuid.uuid4().hex}",
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": choices,
+                "service_tier": None,
+                "system_fingerprint": None,
+                "usage": self._usage(req, completion_tokens),
+                "prompt_logprobs": None,
+                "kv_transfer_params": None,
+            }
+        else:
+            choices = [
+                {
+                    "index": c,
+                    "text": texts.get(c, ""),
+                    "logprobs": None,
+                    "finish_reason": reason,
+                    "stop_reason": None,
+                    "prompt_logprobs": None,
+                }
+                for c in range(choices_n)
+            ]
+            body = {
+                "id": f"cmpl-{uuid.uuid4().hex}",
+                "object": "text_completion",
+                "created": created,
+                "model": model,
+                "choices": choices,
+                "service_tier": None,
+                "system_fingerprint": None,
+                "usage": self._usage(req, completion_tokens),
+                "kv_transfer_params": None,
+            }
+        self.send_json(200, body)
+        return completion_tokens, ttft
+
+    def stream_answer(self, req: dict, start: float) -> tuple[int, float]:
+        chat = req["kind"] == "chat"
+        created = int(time.time())
+        model = self.server.cfg["served_model_names"][0]
+        ident = f"chatcmpl-{uuid.uuid4().hex}" if chat else f"cmpl-{uuid.uuid4().hex}"
+        obj = "chat.completion.chunk" if chat else "text_completion"
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream; charset=utf-8")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        choices_n = len(req["prompts"]) * req["n"]
+
+        def chunk(choices: list, usage=None) -> dict:
+            out = {"id": ident, "object": obj, "created": created, "model": model, "choices": choices}
+            if req["include_usage"]:
+                out["usage"] = usage
+            return out
+
+        if chat:
+            for c in range(choices_n):
+                self.sse(
+                    chunk(
+                        [
+                            {
+                                "index": c,
+                                "delta": {"role": "assistant", "content": ""},
+                                "logprobs": None,
+                                "finish_reason": None,
+                            }
+                        ]
+                    )
+                )
+        ttft = 0.0
+        produced = 0
+        for c, t, text in self.produce(req):
+            if not ttft:
+                ttft = time.monotonic() - start
+            produced += 1
+            final = t == req["_count"] - 1
+            reason = self._finish_reason(req) if final else None
+            if chat:
+                choice = {"index": c, "delta": {"content": text}, "logprobs": None, "finish_reason": reason}
+            else:
+                choice = {"index": c, "text": text, "logprobs": None, "finish_reason": reason, "stop_reason": None}
+            if reason is not None:
+                choice["stop_reason"] = None
+            self.sse(chunk([choice]))
+        if req["include_usage"]:
+            self.sse(chunk([], self._usage(req, produced)))
+        self.sse("[DONE]")
+        self.write_chunk(b"")
+        return produced, ttft
+
+
+class FakeServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, sock: socket.socket, cfg: dict, engine: Engine, on_crash):
+        super().__init__(sock.getsockname()[:2], Handler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = sock
+        self.server_address = sock.getsockname()
+        self.server_name = str(self.server_address[0])
+        self.server_port = self.server_address[1]
+        self.cfg = cfg
+        self.engine = engine
+        self.started = int(time.time())
+        self._on_crash = on_crash
+
+    def crash(self, why: str) -> None:
+        self._on_crash(why)
+
+    def handle_error(self, request, client_address):
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (BrokenPipeError, ConnectionResetError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+
+# ---------------------------------------------------------------------------------------------
+# Engine core child
+
+
+def engine_core_main() -> None:
+    """The ``VLLM::EngineCore`` child: sleeps until SIGTERM/SIGINT/SIGKILL, ignores SIGHUP and
+    the death of its parent (real engine processes outlive a SIGKILL of the API server)."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    for sig in EXIT_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(15, ENGINE_NAME.encode(), 0, 0, 0)  # PR_SET_NAME
+    except Exception:
+        pass
+    _write(
+        sys.stdout,
+        f"(EngineCore_DP0 pid={os.getpid()}) INFO {time.strftime('%m-%d %H:%M:%S')}"
+        " [core.py:1] Waiting for init message from front-end.",
+    )
+    while True:
+        signal.pause()
+
+
+def start_engine_core() -> subprocess.Popen:
+    env = dict(os.environ)
+    # argv[0] is the process title, so Python may not find its own prefix: tell it.
+    env["PYTHONHOME"] = f"{sys.base_prefix}:{sys.base_exec_prefix}"
+    return subprocess.Popen(
+        [ENGINE_NAME, "-S", os.path.abspath(__file__), ENGINE_CORE_FLAG],
+        executable=sys.executable,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        close_fds=True,
+    )
+
+
+def stop_engine_core(proc: subprocess.Popen, timeout: float = 0.5) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        proc.terminate()
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+
+
+def bind_socket(host: str | None, port: int) -> socket.socket:
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    # Like vLLM with host None: IPv4 first.
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
+    family, kind, proto, _name, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        # SO_REUSEADDR, not SO_REUSEPORT: a busy port is a clean EADDRINUSE.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class Main:
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+        self.engine_core: subprocess.Popen | None = None
+        self.server: FakeServer | None = None
+
+    def fail(self, lines: list[str], status: int = 1) -> None:
+        for line in lines:
+            _write(sys.stderr, line)
+        if self.engine_core is not None:
+            stop_engine_core(self.engine_core)
+        os._exit(status)
+
+    def crash(self, why: str) -> None:
+        """Die at once, like a segfault: no cleanup, the EngineCore child is left behind."""
+        _write(sys.stderr, f"Fatal Python error: fake crash ({why})")
+        os._exit(1)
+
+    def wait_signal(self, timeout: float) -> int | None:
+        if timeout <= 0:
+            return None
+        sig = signal.sigtimedwait(EXIT_SIGNALS, timeout)
+        return sig.si_signo if sig else None
+
+    def graceful_exit(self, status: int = 0) -> None:
+        ulog("Shutting down")
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+        ulog("Waiting for application shutdown.")
+        if self.engine_core is not None:
+            stop_engine_core(self.engine_core)
+        ulog("Application shutdown complete.")
+        ulog(f"Finished server process [{os.getpid()}]")
+        os._exit(status)
+
+    def run(self) -> None:
+        cfg = self.cfg
+        modes = cfg["modes"]
+        host = cfg["host"]
+        vlog("INFO", "api_server.py:1805", f"vLLM API server version {VERSION}")
+        non_default = {k: cfg[k] for k in ("model", "host", "port", "max_model_len") if cfg[k] is not None}
+        if cfg["served_model_names"] != [cfg["model"]]:
+            non_default["served_model_name"] = cfg["served_model_names"]
+        vlog("INFO", "utils.py:326", f"non-default args: {non_default}")
+
+        where = f"{host or '0.0.0.0'}:{cfg['port']}"
+        if "port-in-use" in modes:
+            self.fail(
+                [
+                    f"ERROR {time.strftime('%m-%d %H:%M:%S')} [api_server.py:1877] "
+                    f"OSError: [Errno 98] Address already in use ({where})"
+                ]
+            )
+        try:
+            sock = bind_socket(host, cfg["port"])
+        except OSError as exc:
+            errno_text = f"[Errno {exc.errno}] {exc.strerror}" if exc.errno else str(exc)
+            self.fail([f"ERROR {time.strftime('%m-%d %H:%M:%S')} [api_server.py:1877] OSError: {errno_text} ({where})"])
+
+        self.engine_core = start_engine_core()
+        if cfg["engine_pid_file"]:
+            tmp = cfg["engine_pid_file"] + ".tmp"
+            try:
+                with open(tmp, "w") as fh:
+                    fh.write(f"{self.engine_core.pid}\n")
+                os.replace(tmp, cfg["engine_pid_file"])
+            except OSError as exc:
+                self.fail([f"ERROR fake_vllm: cannot write --fake-engine-pid-file: {exc}"])
+        # From here on SIGTERM/SIGINT are taken synchronously by the main thread (and the
+        # request threads started later inherit the blocked mask).
+        signal.pthread_sigmask(signal.SIG_BLOCK, EXIT_SIGNALS)
+
+        # Loading: the socket is bound but does not listen, so connections are refused.
+        load_time = cfg["load_time"]
+        t0 = time.monotonic()
+        while True:
+            elapsed = time.monotonic() - t0
+            pct = 100 if load_time == 0 else min(100, int(100 * elapsed / load_time))
+            vlog("INFO", "default_loader.py:262", f"Loading weights {pct}%")
+            if elapsed >= load_time or self.engine_core.poll() is not None:
+                break
+            if self.wait_signal(min(0.2, load_time - elapsed)) is not None:
+                self.graceful_exit(0)
+        if "exit-at-start" in modes or self.engine_core.poll() is not None:
+            self.fail(
+                [
+                    f"ERROR {time.strftime('%m-%d %H:%M:%S')} [core.py:700] EngineCore failed to start.",
+                    "Traceback (most recent call last):",
+                    "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}",
+                ]
+            )
+        vlog("INFO", "default_loader.py:270", f"Loading weights took {load_time:.2f} seconds")
+
+        sock.listen(128)
+        engine = Engine(cfg)
+        self.server = FakeServer(sock, cfg, engine, self.crash)
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="http"
+        ).start()
+        shown_host = host if host is not None else "0.0.0.0"
+        vlog("INFO", "api_server.py:1847", f"Starting vLLM API server on http://{shown_host}:{sock.getsockname()[1]}")
+        ulog(f"Started server process [{os.getpid()}]")
+        ulog("Waiting for application startup.")
+        ulog("Application startup complete.")
+
+        ready = time.monotonic()
+        hang_at = modes.get("hang-after")
+        death_at = modes.get("engine-death-after")
+        crash_at = modes.get("crash-after")
+        dead_since = None
+        while True:
+            if self.wait_signal(0.05) is not None:
+                self.graceful_exit(0)
+            since = time.monotonic() - ready
+            if crash_at is not None and since >= crash_at:
+                self.crash(f"crash-after:{crash_at}")
+            if hang_at is not None and since >= hang_at and engine.get_state() == "ready":
+                vlog("WARNING", "core.py:400", "EngineCore stopped making progress (fake hang)")
+                engine.set_state("hung")
+            if dead_since is None:
+                if death_at is not None and since >= death_at:
+                    self.engine_core.kill()
+                    self.engine_core.wait()
+                if self.engine_core.poll() is not None:
+                    dead_since = time.monotonic()
+                    engine.set_state("dead")
+                    vlog(
+                        "ERROR",
+                        "core_client.py:564",
+                        "Engine core proc EngineCore_DP0 died unexpectedly, shutting down client.",
+                        sys.stderr,
+                    )
+                    vlog("ERROR", "async_llm.py:480", "AsyncLLM output_handler failed.", sys.stderr)
+                    _write(
+                        sys.stderr,
+                        "vllm.v1.engine.exceptions.EngineDeadError: EngineCore "
+                        "encountered an issue. See stack trace (above) for the "
+                        "root cause.",
+                    )
+            elif time.monotonic() - dead_since >= 0.5:
+                self.graceful_exit(0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cfg = parse_args(sys.argv[1:] if argv is None else argv)
+    except UsageError as exc:
+        _write(sys.stderr, f"usage: vllm serve [model_tag] [options]\nvllm: error: {exc}")
+        sys.exit(2)
+    app = Main(cfg)
+    try:
+        app.run()
+    except BaseException:
+        if app.engine_core is not None:  # never leave the child behind on a bug of ours
+            stop_engine_core(app.engine_core)
+        raise
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == [ENGINE_CORE_FLAG]:
+        engine_core_main()
+    else:
+        main()
