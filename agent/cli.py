@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("-n", "--lines", type=int, default=100)
 
+    command("run", "the agent daemon: reconcile models.d/ with the units, watch them, serve the status API")
+    command("reload", "make the running daemon re-read the config directory and reconcile")
+
     p = command(
         "launch",
         "run a deployment in the foreground (the unit's ExecStart; not for daily use)",
@@ -123,7 +126,9 @@ def split_engine_args(argv: Sequence[str]) -> tuple[list[str], list[str] | None]
 def main(argv: Sequence[str] | None = None, *, connect: Connect | None = None) -> int:
     own, engine_args = split_engine_args(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(own)
-    configure(verbose=getattr(args, "verbose", False), stream=sys.stderr if args.command != "launch" else sys.stdout)
+    # Services log to stdout (the journal); commands keep stdout for their results.
+    service = args.command in ("launch", "run")
+    configure(verbose=getattr(args, "verbose", False), stream=sys.stdout if service else sys.stderr)
     try:
         return run_command(args, engine_args, connect or _connect_systemd)
     except AgentError as err:
@@ -171,6 +176,16 @@ async def _with_units(
     progress = ProgressLine(sys.stderr)
     if args.command == "status":
         return await commands.status(config_dir, user, connect, name=args.name, as_json=args.json)
+    if args.command == "reload":
+        return await commands.reload(_load(config_dir, user, name=""))
+    if args.command == "run":
+        from .daemon import run_daemon
+
+        units = await connect(user)
+        try:
+            return await run_daemon(config_dir, user, units)
+        finally:
+            await units.close()
     config = _load(config_dir, user, getattr(args, "name", None))
     plugins = _plugins(config)
     units = await connect(user)

@@ -11,10 +11,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from .api import request as api_request
 from .config import MODELS_DIR
 from .configdir import Config, load_config, load_one
 from .deployfile import create
-from .errors import AgentError, PortUnavailable
+from .errors import AgentError, DaemonUnavailable, PortUnavailable
 from .install import install_units
 from .lifecycle import Deployments
 from .names import check_name
@@ -180,6 +181,16 @@ async def remove(config: Config, units: UnitManager, plugins: Plugins, name: str
     return 0
 
 
+async def reload(config: Config) -> int:
+    if await api_request(config.socket, "POST", "/v1/reload") is None:
+        raise DaemonUnavailable(
+            f"no agent daemon answers on {config.socket}",
+            hint="start it with 'systemctl start vllm-agent' (or 'vllm-agent run')",
+        )
+    print("reload queued: the daemon re-reads the config directory and reconciles")
+    return 0
+
+
 async def status(config_dir: Path, user: bool, connect: Connect, *, name: str | None, as_json: bool) -> int:
     problems: list[str] = []
     config = load_config(config_dir, user=user, problems=problems)
@@ -187,14 +198,28 @@ async def status(config_dir: Path, user: bool, connect: Connect, *, name: str | 
         check_name(name)
         config.deployment(name)
     names = [name] if name else sorted(config.deployments)
-    units = await connect(user)
-    try:
-        deployments = Deployments(config, units, plugins=None)  # type: ignore[arg-type]
-        rows: list[DeploymentStatus] = [await deployments.status(item) for item in names]
-    finally:
-        await units.close()
+    # The daemon knows more (transitions, health, tests); without it, systemd says enough.
+    body = await api_request(config.socket)
+    if body is not None:
+        rows = [DeploymentStatus.from_json(row) for row in json.loads(body)["deployments"] if row["name"] in names]
+        source = "daemon"
+        extras = {row["name"]: row for row in json.loads(body)["deployments"]}
+    else:
+        units = await connect(user)
+        try:
+            deployments = Deployments(config, units, plugins=None)  # type: ignore[arg-type]
+            rows = [await deployments.status(item) for item in names]
+        finally:
+            await units.close()
+        source, extras = "systemd", {}
     if as_json:
-        _json({"deployments": [row.as_json() for row in rows], "problems": problems})
+        _json(
+            {
+                "deployments": [extras.get(row.name, {}) | row.as_json() for row in rows],
+                "problems": problems,
+                "source": source,
+            }
+        )
     else:
         for problem in problems:
             print(f"warning: {problem}", file=sys.stderr)

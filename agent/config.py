@@ -80,6 +80,8 @@ class AgentSettings(Strict):
     log_dir: Path | None = None
     # Files here become systemd credentials (LoadCredential=), never environment or argv.
     credentials_dir: Path | None = None
+    # The daemon's status API (HTTP over a Unix socket); default: the scope's runtime directory.
+    socket: Path | None = None
     engine: EngineSettings = Field(default_factory=EngineSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
@@ -93,7 +95,7 @@ class AgentSettings(Strict):
             raise ValueError(f"must be [low, high] with low <= high, got {list(value)}")
         return value
 
-    @field_validator("state_dir", "unit_dir", "log_dir", "credentials_dir")
+    @field_validator("state_dir", "unit_dir", "log_dir", "credentials_dir", "socket")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_absolute():
@@ -249,6 +251,13 @@ def default_unit_dir(user: bool) -> Path:
         base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
         return Path(base) / "systemd" / "user"
     return Path("/etc/systemd/system")
+
+
+def default_socket(user: bool) -> Path:
+    if user:
+        runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+        return Path(runtime) / "vllm-agent" / "agent.sock"
+    return Path("/run/vllm-agent/agent.sock")
 
 
 def default_state_dir(user: bool) -> Path:

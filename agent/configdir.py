@@ -11,7 +11,15 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .config import AGENT_FILE, MODELS_DIR, AgentSettings, Deployment, default_state_dir, default_unit_dir
+from .config import (
+    AGENT_FILE,
+    MODELS_DIR,
+    AgentSettings,
+    Deployment,
+    default_socket,
+    default_state_dir,
+    default_unit_dir,
+)
 from .errors import ConfigError, DeploymentNotFound
 from .names import NAME_RE
 
@@ -29,6 +37,10 @@ class Config:
     @property
     def state_dir(self) -> Path:
         return self.settings.state_dir or default_state_dir(self.user)
+
+    @property
+    def socket(self) -> Path:
+        return self.settings.socket or default_socket(self.user)
 
     @property
     def unit_dir(self) -> Path:

@@ -57,8 +57,30 @@ class EngineProcess:
             out.flush()
 
     async def wait(self) -> int:
-        assert self._process
-        return await self._process.wait()
+        """The engine's exit status, as soon as it exits.
+
+        Not Process.wait(): asyncio waits there until the stdout pipe closes too, and the
+        engine's helpers (VLLM::EngineCore) keep it open after the engine itself died.
+        """
+        process = self._process
+        assert process
+        try:
+            pidfd = os.pidfd_open(process.pid)
+        except (AttributeError, OSError):  # no pidfd (old kernel), or already reaped
+            pidfd = None
+        if pidfd is not None:
+            loop = asyncio.get_running_loop()
+            exited = loop.create_future()
+            loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+            try:
+                await exited
+            finally:
+                loop.remove_reader(pidfd)
+                os.close(pidfd)
+        # asyncio's child watcher reaps it and sets returncode a moment later.
+        while process.returncode is None:
+            await asyncio.sleep(0.01)
+        return process.returncode
 
     async def stop(self, timeout: float) -> int | None:
         """SIGTERM the group, wait up to ``timeout``, then SIGKILL whatever is left of it."""

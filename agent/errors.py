@@ -105,3 +105,12 @@ class StartFailed(AgentError):
 
 class DaemonUnavailable(AgentError):
     code = "daemon.unavailable"
+
+
+class InvalidUnitName(SystemdError):
+    code = "systemd.invalid_unit_name"
+    exit_code = 2
+
+
+class SystemdClientClosed(SystemdError):
+    code = "systemd.client_closed"

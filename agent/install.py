@@ -36,6 +36,11 @@ def install_units(config: Config, *, command: list[str] | None = None) -> list[P
     for template in TEMPLATES:
         path = config.unit_dir / template
         text = unit_text(template, user=config.user, command=command, config_dir=config.path)
+        if template == "vllm-agent.service" and config.settings.log_dir is not None:
+            # Hosts without journald: the daemon's lines go where the deployments' do.
+            config.settings.log_dir.mkdir(parents=True, exist_ok=True)
+            log = str(config.settings.log_dir / "vllm-agent.log").replace("%", "%%")
+            text = text.replace("[Service]\n", f"[Service]\nStandardOutput=append:{log}\nStandardError=inherit\n", 1)
         if not path.exists() or path.read_text() != text:
             write_atomic(path, text)
             written.append(path)

@@ -68,14 +68,17 @@ class Launcher:
         self.url = f"http://{_url_host(deployment.host)}:{deployment.port}"
         self.started = time.monotonic()
         self.engine: EngineProcess | None = None
-        self._last_extend = 0.0
+        self._progress_at = time.monotonic()
+        self._testing = False
         self._became_ready = False
+        self._started_wall = time.time()
 
     async def run(self) -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
         try:
             return await self._run(stop)
         except LaunchFailure as failure:
@@ -83,6 +86,8 @@ class Launcher:
         except AgentError as err:  # model source, port, plugin: found before the engine runs
             return await self._fail(err.message, err.hint or "", permanent=True)
         finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
 
@@ -129,9 +134,14 @@ class Launcher:
             self.notifier.ready(f"serving {self.deployment.served_name} on {self.url}")
             self.log.info("ready", url=self.url, seconds=round(ready_in, 2))
             supervisor = Supervisor(self.deployment, self.plugins, target, self.notifier, self.store, self.log)
-            outcome = await supervisor.run(exited, stopping)
+            outcome = await supervisor.run(exited, stopping, self.engine)
             if outcome == "stop":
                 return await self._stop()
+            if outcome == "unhealthy":
+                # The watchdog trigger makes systemd stop us (WatchdogSignal=SIGTERM) and
+                # restart with Result=watchdog; without a watchdog, exit so Restart= acts.
+                await asyncio.wait({stopping}, timeout=5)
+                return EXIT_ENGINE
             code = exited.result()
             tail = list(self.engine.tail)
             await self.engine.kill_leftovers()
@@ -177,7 +187,6 @@ class Launcher:
                     last_status = now
                     line = (self.engine.tail[-1] if self.engine.tail else "")[:100]
                     self._status(f"waiting for health: engine loading ({now - self.started:.0f}s) {line}".rstrip())
-                self._extend_timeout(now)
                 await asyncio.wait({exited, stopping}, timeout=POLL)
 
     async def _run_tests(self, target: EngineTarget, exited: asyncio.Task[int], stopping: asyncio.Task[bool]) -> bool:
@@ -186,13 +195,13 @@ class Launcher:
         tests = asyncio.create_task(
             run_post_start_tests(self.plugins, target, self.deployment, context, log=self.log, progress=self._status)
         )
-        keepalive = asyncio.create_task(self._keep_extending())
+        self._testing = True
         try:
             done, _ = await asyncio.wait(
                 {tests, exited, stopping}, timeout=max(remaining, 0), return_when=asyncio.FIRST_COMPLETED
             )
         finally:
-            keepalive.cancel()
+            self._testing = False
         if tests not in done:
             tests.cancel()
             await asyncio.gather(tests, return_exceptions=True)
@@ -212,10 +221,22 @@ class Launcher:
         self.store.update(self.deployment.name, tests=[o.__dict__ for o in outcomes])
         return True
 
-    async def _keep_extending(self) -> None:
+    async def _heartbeat(self) -> None:
+        """Feed systemd's watchdog while this process runs (health problems trigger it
+        explicitly), and push the start timeout ahead while loading shows progress."""
+        stall = self.deployment.startup.stall_timeout
         while True:
-            self._extend_timeout(time.monotonic(), force=True)
-            await asyncio.sleep(EXTEND_EVERY)
+            if self.notifier.watchdog_usec:
+                self.notifier.watchdog()
+            if not self._became_ready:
+                last = max(self._progress_at, self.engine.last_output if self.engine else 0.0)
+                if self._testing or time.monotonic() - last < stall:
+                    self.notifier.extend_timeout(stall + 30)
+            await asyncio.sleep(min(EXTEND_EVERY, self.notifier.watchdog_usec / 4e6 or EXTEND_EVERY))
+
+    def _resolve_progress(self, text: str) -> None:
+        self._progress_at = time.monotonic()
+        self._status(f"resolving model: {text}")
 
     async def _engine_died_during_start(self, code: int, during: str = "startup") -> None:
         assert self.engine is not None
@@ -235,10 +256,24 @@ class Launcher:
     async def _fail(self, reason: str, hint: str, permanent: bool) -> int:
         if self.engine is not None and self.engine.returncode is None:
             await self.engine.stop(10)
-        failures = self.store.load(self.deployment.name).startup_failures
+        saved = self.store.load(self.deployment.name)
+        changes: dict[str, object] = {}
         if not self._became_ready:
-            failures += 1
-        self.store.update(self.deployment.name, phase="failed", reason=reason, hint=hint, startup_failures=failures)
+            failures = saved.startup_failures + 1
+            since = saved.failing_since if saved.startup_failures else self._started_wall
+            changes = {"startup_failures": failures, "failing_since": since}
+            restart = self.deployment.restart
+            # systemd's start limit catches quick failures within its window; starts that each
+            # take longer (a ten-minute load, then a crash) only this count can stop.
+            if not permanent and failures >= restart.max_startup_failures and time.time() - since > restart.window:
+                reason = (
+                    f"crash-loop: {failures} starts in a row never became ready "
+                    f"(over {time.time() - since:.0f}s); last: {reason}"
+                )
+                hint = f"fix the cause, then 'vllm-agent start {self.deployment.name}' resets it"
+                permanent = True
+                changes["crash_loop"] = True
+        self.store.update(self.deployment.name, phase="failed", reason=reason, hint=hint, **changes)
         self.notifier.status(f"failed: {reason}" + (f" (hint: {hint})" if hint else ""))
         self.log.error("failed", reason=reason, hint=hint, permanent=permanent)
         return EXIT_CONFIG if permanent else EXIT_ENGINE
@@ -249,18 +284,6 @@ class Launcher:
 
     def _status(self, text: str) -> None:
         self.notifier.status(text)
-
-    def _extend_timeout(self, now: float, force: bool = False) -> None:
-        """Keep systemd's start timeout ahead while the engine shows progress."""
-        if now - self._last_extend < EXTEND_EVERY:
-            return
-        assert self.engine is not None
-        stall = self.deployment.startup.stall_timeout
-        if force or now - self.engine.last_output < stall:
-            self._last_extend = now
-            self.notifier.extend_timeout(stall + 30)
-        if self.notifier.watchdog_usec:
-            self.notifier.watchdog()
 
     def _target(self) -> EngineTarget:
         return EngineTarget(

@@ -106,7 +106,7 @@ class Deployments:
             await self.units.reload()
         unit = unit_name(name)
         # A manual start is the operator's word that the cause is fixed: forget old failures.
-        self.store.update(name, startup_failures=0, crash_loop=False)
+        self.store.update(name, startup_failures=0, failing_since=0.0, crash_loop=False, wanted=True)
         state = await self.units.get_state(unit)
         if state.active_state == "failed":
             await self.units.reset_failed(unit)
@@ -123,7 +123,7 @@ class Deployments:
         prepared = self.prepare(name)
         if prepared.changed:
             await self.units.reload()
-        self.store.update(name, startup_failures=0, crash_loop=False)
+        self.store.update(name, startup_failures=0, failing_since=0.0, crash_loop=False, wanted=True)
         unit = unit_name(name)
         if (await self.units.get_state(unit)).active_state == "failed":
             await self.units.reset_failed(unit)
@@ -133,7 +133,7 @@ class Deployments:
         unit = unit_name(name)
         await self.units.stop(unit)
         await self.units.reset_failed(unit)
-        self.store.update(name, phase="stopped", reason="", hint="")
+        self.store.update(name, phase="stopped", reason="", hint="", wanted=False)
         return await self.status(name)
 
     async def remove(self, name: str) -> list[Path]:

@@ -9,9 +9,9 @@ attempt completes the check.
 
 from __future__ import annotations
 
-import errno
 import asyncio
 import concurrent.futures
+import errno
 import ipaddress
 import os
 import socket

@@ -26,6 +26,7 @@ HASH_LINE = re.compile(r"^# vllm-agent-hash: ([0-9a-f]+)$", re.MULTILINE)
 # restarts after it, so a taken port or a missing model does not burn the restart budget.
 EXIT_CONFIG = 78
 STOP_TIMEOUT = 30  # seconds for a graceful engine shutdown before the cgroup is killed
+WATCHDOG = 30  # seconds of launcher silence before systemd calls it hung
 CREDENTIALS = ("hf_token", "api_key")
 
 
@@ -89,6 +90,10 @@ def render(
         # startup.timeout itself; this is the backstop for a launcher that stops talking.
         f"TimeoutStartSec={_seconds(startup.stall_timeout + 30)}",
         f"TimeoutStopSec={STOP_TIMEOUT}s",
+        # The launcher feeds the watchdog while it runs and triggers it when the health checks
+        # fail failure_threshold rounds in a row: systemd then restarts with Result=watchdog.
+        f"WatchdogSec={WATCHDOG}s",
+        "WatchdogSignal=SIGTERM",
         # SIGTERM to the launcher, which drains the engine; then SIGKILL to whatever is left in
         # the cgroup, so no VLLM::EngineCore survives a stop.
         "KillMode=mixed",

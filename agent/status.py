@@ -32,6 +32,11 @@ class DeploymentStatus:
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DeploymentStatus:
+        known = cls.__dataclass_fields__
+        return cls(**{key: value for key, value in data.items() if key in known})
+
 
 def classify(
     deployment: Deployment, unit: UnitState, saved: DeploymentState, desired_hash: str = ""
@@ -77,7 +82,9 @@ def _state(deployment: Deployment, unit: UnitState, saved: DeploymentState) -> t
         # systemd 252 may leave Result=exit-code when the refused start was an automatic
         # restart; NRestarts past the budget tells the same story.
         if unit.result == "start-limit-hit" or unit.n_restarts > restart.max_restarts:
-            reason = f"start limit hit: {restart.max_restarts + 1} starts within {restart.window:g}s; last failure: {reason}"
+            reason = (
+                f"start limit hit: {restart.max_restarts + 1} starts within {restart.window:g}s; last failure: {reason}"
+            )
             hint = f"fix the cause, then 'vllm-agent start {name}' resets it"
         return "failed", reason, hint
     if active == "deactivating":

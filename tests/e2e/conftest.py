@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from harness.agent_cli import AgentCli, agent_env, agent_toml, write_tiny_model_dir
 
 _ports = itertools.count(21000, 40)  # each test its own range: no port is reused in a run
@@ -19,11 +18,18 @@ def agent(user_manager, tmp_path: Path) -> Iterator[AgentCli]:  # noqa: ANN001 -
     config_dir.mkdir()
     low = next(_ports)
     (config_dir / "agent.toml").write_text(
-        agent_toml(unit_dir=user_manager.unit_dir, state_dir=state_dir, log_dir=log_dir, ports=(low, low + 39))
+        agent_toml(
+            unit_dir=user_manager.unit_dir,
+            state_dir=state_dir,
+            log_dir=log_dir,
+            ports=(low, low + 39),
+            socket=tmp_path / "agent.sock",
+        )
     )
     cli = AgentCli(config_dir=config_dir, env=agent_env(user_manager.env), log_dir=log_dir, state_dir=state_dir)
     cli.ok("init")
     yield cli
+    user_manager.systemctl("stop", "vllm-agent.service", check=False)
     user_manager.stop_all("vllm@*")
     for dropins in user_manager.unit_dir.glob("vllm@*.service.d"):
         shutil.rmtree(dropins)

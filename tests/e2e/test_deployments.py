@@ -9,19 +9,34 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from harness.agent_cli import AgentCli
 
 
-def engine_core_pids() -> set[int]:
-    found = set()
+def descendants(root: int) -> set[int]:
+    """Every process below ``root`` (other sessions' engines on this host are not ours)."""
+    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "comm").read_text().startswith("VLLM::EngineCor"):
-                    found.add(int(entry.name))
-            except OSError:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
                 pass
+    found: set[int] = set()
+    frontier = {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def engine_core_pids(root: int) -> set[int]:
+    found = set()
+    for pid in descendants(root):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().startswith("VLLM::EngineCor"):
+                found.add(pid)
+        except OSError:
+            pass
     return found
 
 
@@ -64,11 +79,10 @@ def test_systemctl_start_alone_returns_only_when_serving(agent: AgentCli, model_
 
 
 def test_stop_leaves_no_engine_process(agent: AgentCli, model_dir: Path) -> None:
-    before = engine_core_pids()
     agent.ok("deploy", "stopper", "--model", str(model_dir), "--", "--fake-load-time", "0.3")
     status = agent.status("stopper")
     launcher = status["pid"]
-    cores = engine_core_pids() - before
+    cores = engine_core_pids(launcher)
     assert cores, "the fake engine starts a VLLM::EngineCore child"
     agent.ok("stop", "stopper")
     assert not alive(launcher)
@@ -126,8 +140,9 @@ def test_bad_names_and_model_ids_are_refused_with_nothing_written(
 
 
 def test_engine_failing_at_start_fails_with_its_reason(agent: AgentCli, model_dir: Path) -> None:
-    done = agent.run("deploy", "broken", "--model", str(model_dir), "--", "--fake-mode", "exit-at-start",
-                     "--fake-load-time", "0.2")
+    done = agent.run(
+        "deploy", "broken", "--model", str(model_dir), "--", "--fake-mode", "exit-at-start", "--fake-load-time", "0.2"
+    )
     assert done.returncode == 1
     assert "Engine core initialization failed" in done.stderr
     status = agent.status("broken")
@@ -159,8 +174,10 @@ def test_engine_reporting_address_in_use_is_not_restarted(agent: AgentCli, model
 def test_a_slow_engine_fails_after_the_startup_timeout(agent: AgentCli, model_dir: Path) -> None:
     path = agent.model_file("slow")
     path.parent.mkdir(exist_ok=True)
-    path.write_text(f'model = "{model_dir}"\nargs = ["--fake-load-time", "30"]\n[startup]\ntimeout = 2\n'
-                    "[restart]\nmax_restarts = 0\n")
+    path.write_text(
+        f'model = "{model_dir}"\nargs = ["--fake-load-time", "30"]\n[startup]\ntimeout = 2\n'
+        "[restart]\nmax_restarts = 0\n"
+    )
     started = time.monotonic()
     done = agent.run("start", "slow")
     assert done.returncode == 1 and "not ready after startup.timeout = 2s" in done.stderr

@@ -45,7 +45,9 @@ class AgentCli:
 
     def ok(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
         done = self.run(*args, timeout=timeout)
-        assert done.returncode == 0, f"vllm-agent {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        assert done.returncode == 0, (
+            f"vllm-agent {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        )
         return done
 
     def status(self, name: str) -> dict[str, Any]:
@@ -56,18 +58,25 @@ class AgentCli:
     def model_file(self, name: str) -> Path:
         return self.config_dir / "models.d" / f"{name}.toml"
 
+    def write_deployment(self, name: str, text: str) -> Path:
+        path = self.model_file(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
     def log(self, name: str) -> str:
         path = self.log_dir / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
 
-def agent_toml(*, unit_dir: Path, state_dir: Path, log_dir: Path, ports: tuple[int, int]) -> str:
+def agent_toml(*, unit_dir: Path, state_dir: Path, log_dir: Path, ports: tuple[int, int], socket: Path) -> str:
     return (
         f"port_range = [{ports[0]}, {ports[1]}]\n"
-        f'unit_dir = "{unit_dir}"\nstate_dir = "{state_dir}"\nlog_dir = "{log_dir}"\n'
+        f'unit_dir = "{unit_dir}"\nstate_dir = "{state_dir}"\nlog_dir = "{log_dir}"\nsocket = "{socket}"\n'
         f"[engine]\ncommand = [{json.dumps(sys.executable)}, {json.dumps(str(FAKE_ENGINE))}]\n"
         "[restart]\nmax_restarts = 1\nmin_delay = 0.2\n"
         "[startup]\ntimeout = 60\n"
+        "[health]\ninterval = 0.5\ntimeout = 1\nfailure_threshold = 2\n"
     )
 
 
