@@ -142,7 +142,10 @@ async def deploy(
             await units.reload()
         print(f"not started; start it with: vllm-agent start {args.name}")
         return 0
-    status = await deployments.start(args.name, timeout=args.timeout, progress=progress)
+    try:
+        status = await deployments.start(args.name, timeout=args.timeout, progress=progress)
+    finally:
+        await tell_daemon(config)
     progress.clear()
     print(one_line(status))
     return 0
@@ -159,7 +162,10 @@ async def start(
 ) -> int:
     deployments = Deployments(config, units, plugins)
     verb = deployments.restart if restart else deployments.start
-    status = await verb(args.name, wait=not args.no_wait, timeout=args.timeout, progress=progress)
+    try:
+        status = await verb(args.name, wait=not args.no_wait, timeout=args.timeout, progress=progress)
+    finally:
+        await tell_daemon(config)
     progress.clear()
     print(one_line(status))
     return 0
@@ -168,6 +174,7 @@ async def start(
 async def stop(config: Config, units: UnitManager, plugins: Plugins, name: str) -> int:
     config.deployment(name)
     status = await Deployments(config, units, plugins).stop(name)
+    await tell_daemon(config)
     print(one_line(status))
     return 0
 
@@ -178,7 +185,13 @@ async def remove(config: Config, units: UnitManager, plugins: Plugins, name: str
         config.deployment(name)  # raises DeploymentNotFound with a hint
     for path in await Deployments(config, units, plugins).remove(name):
         print(f"removed {path}")
+    await tell_daemon(config)
     return 0
+
+
+async def tell_daemon(config: Config) -> None:
+    """Best effort: a running daemon re-reads the config so its view follows the CLI's."""
+    await api_request(config.socket, "POST", "/v1/reload", timeout=2.0)
 
 
 async def reload(config: Config) -> int:
@@ -200,18 +213,18 @@ async def status(config_dir: Path, user: bool, connect: Connect, *, name: str | 
     names = [name] if name else sorted(config.deployments)
     # The daemon knows more (transitions, health, tests); without it, systemd says enough.
     body = await api_request(config.socket)
-    if body is not None:
-        rows = [DeploymentStatus.from_json(row) for row in json.loads(body)["deployments"] if row["name"] in names]
-        source = "daemon"
-        extras = {row["name"]: row for row in json.loads(body)["deployments"]}
-    else:
+    extras = {row["name"]: row for row in json.loads(body)["deployments"]} if body is not None else {}
+    found: dict[str, DeploymentStatus] = {}
+    missing = [item for item in names if item not in extras]  # newer than the daemon's config
+    if missing:
         units = await connect(user)
         try:
             deployments = Deployments(config, units, plugins=None)  # type: ignore[arg-type]
-            rows = [await deployments.status(item) for item in names]
+            found = {item: await deployments.status(item) for item in missing}
         finally:
             await units.close()
-        source, extras = "systemd", {}
+    rows = [found[item] if item in missing else DeploymentStatus.from_json(extras[item]) for item in names]
+    source = "daemon" if body is not None else "systemd"
     if as_json:
         _json(
             {

@@ -1087,7 +1087,9 @@ class Main:
         if timeout <= 0:
             return None
         sig = signal.sigtimedwait(EXIT_SIGNALS, timeout)
-        return sig.si_signo if sig else None
+        # After SIGSTOP/SIGCONT, CPython can return a siginfo of garbage: only a real exit
+        # signal counts, or a paused engine would shut down as if told to.
+        return sig.si_signo if sig and sig.si_signo in EXIT_SIGNALS else None
 
     def graceful_exit(self, status: int = 0) -> None:
         ulog("Shutting down")
