@@ -106,7 +106,10 @@ class Fake:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("FAKE_VLLM_")}
         full_env.update(env or {})
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=full_env)
+            # Its own process group: cleanup reaches the EngineCore even before its pid file exists.
+            self.proc = subprocess.Popen(
+                cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=full_env, start_new_session=True
+            )
         self._engine_pid: int | None = None
 
     # -- looking at it --------------------------------------------------------------------------
@@ -165,8 +168,10 @@ class Fake:
     # -- cleaning up ----------------------------------------------------------------------------
 
     def cleanup(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.proc.wait()
         pid = self._engine_pid
         if pid is None:
