@@ -147,7 +147,7 @@ def test_a_single_slow_check_does_not_restart(agent, model_dir, user_manager) ->
         "pause",
         "--fake-load-time",
         "0.3",
-        extra="[health]\ninterval = 0.5\ntimeout = 0.5\nfailure_threshold = 4\n",
+        extra="[health]\ninterval = 0.5\ntimeout = 0.5\nfailure_threshold = 6\n",
     )
     engine = engine_pid(user_manager, "pause")
     os.kill(engine, signal.SIGSTOP)  # a one-second stall, like a long GC pause
