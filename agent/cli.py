@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("-n", "--lines", type=int, default=100)
 
+    p = command("test", "run a deployment's post-start tests again against the running engine")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true", help="print {'ok': bool, 'tests': [...]}")
+
     command("run", "the agent daemon: reconcile models.d/ with the units, watch them, serve the status API")
     command("reload", "make the running daemon re-read the config directory and reconcile")
 
@@ -198,6 +202,8 @@ async def _with_units(
             return await commands.start(config, units, plugins, args, progress, restart=args.command == "restart")
         if args.command == "stop":
             return await commands.stop(config, units, plugins, args.name)
+        if args.command == "test":
+            return await commands.test(config, units, plugins, args.name, as_json=args.json)
         if args.command == "remove":
             return await commands.remove(config, units, plugins, args.name)
     finally:

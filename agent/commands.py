@@ -22,6 +22,7 @@ from .names import check_name
 from .plugins import Plugins, make_plugin_manager
 from .progress import ProgressLine
 from .render import EXIT_CONFIG
+from .state import StateStore
 from .status import DeploymentStatus, one_line
 from .systemd.model import UnitManager
 from .validate import problems_in
@@ -187,6 +188,43 @@ async def remove(config: Config, units: UnitManager, plugins: Plugins, name: str
         print(f"removed {path}")
     await tell_daemon(config)
     return 0
+
+
+async def test(config: Config, units: UnitManager, plugins: Plugins, name: str, *, as_json: bool) -> int:
+    """Run a deployment's tests again against the running engine; record them for the daemon."""
+    from dataclasses import asdict
+
+    from .plugin_api import EngineTarget, TestContext
+    from .testing import run_spec, test_specs
+
+    deployment = config.deployment(name)
+    if deployment.mode == "external":
+        url = (deployment.url or "").rstrip("/")
+    else:
+        status = await Deployments(config, units, plugins).status(name)
+        if status.state not in ("ready", "unhealthy"):
+            raise AgentError(f"{name} is {status.state}, not serving", hint=f"start it with 'vllm-agent start {name}'")
+        url = status.url.replace("://0.0.0.0:", "://127.0.0.1:")
+    api_key = None
+    if config.settings.credentials_dir and (config.settings.credentials_dir / "api_key").is_file():
+        api_key = (config.settings.credentials_dir / "api_key").read_text().strip() or None
+    target = EngineTarget(deployment=name, url=url, served_model_name=deployment.served_name, api_key=api_key)
+    context = TestContext(config_dir=config.path, deployment=deployment)
+    outcomes = []
+    for spec in test_specs(deployment, plugins):
+        outcomes += await run_spec(plugins, target, spec, context)
+    StateStore(config.state_dir).update(name, tests=[asdict(outcome) for outcome in outcomes])
+    ok = all(outcome.ok for outcome in outcomes)
+    if as_json:
+        _json({"deployment": name, "ok": ok, "tests": [asdict(o) | {"output": o.output[-4000:]} for o in outcomes]})
+    else:
+        for outcome in outcomes:
+            mark = "PASS" if outcome.ok else "FAIL"
+            print(f"{mark}  {outcome.name:<40} {outcome.duration:6.2f}s  {outcome.detail}".rstrip())
+        if not outcomes:
+            print(f"{name} has no tests (no [[tests]] and no openai-smoke runner)")
+        print(f"{sum(o.ok for o in outcomes)} passed, {sum(not o.ok for o in outcomes)} failed")
+    return 0 if ok else 1
 
 
 async def tell_daemon(config: Config) -> None:

@@ -30,6 +30,20 @@ class TestsFailed(AgentError):
         return [asdict(outcome) for outcome in self.outcomes]
 
 
+async def run_spec(plugins: Plugins, target: EngineTarget, spec: TestSpec, context: TestContext) -> list[TestOutcome]:
+    """One [[tests]] entry, bounded by its timeout; failures are outcomes, never exceptions."""
+    label = spec.name or spec.runner
+    runner = plugins.test_runner(spec.runner)
+    started = time.monotonic()
+    try:
+        return list(await asyncio.wait_for(runner.run(target, spec, context), spec.timeout))
+    except TimeoutError:
+        detail = f"timed out after {spec.timeout:g}s"
+    except AgentError as err:
+        detail = err.message
+    return [TestOutcome(name=label, ok=False, detail=detail, duration=time.monotonic() - started)]
+
+
 def test_specs(deployment: Deployment, plugins: Plugins) -> list[TestSpec]:
     """The deployment's tests; with none configured, the smoke test when it is installed."""
     if deployment.tests:
@@ -49,23 +63,8 @@ async def run_post_start_tests(
     """Run every spec in order; raise TestsFailed naming the first failing check."""
     outcomes: list[TestOutcome] = []
     for spec in test_specs(deployment, plugins):
-        label = spec.name or spec.runner
-        progress(f"running post-start tests: {label}")
-        runner = plugins.test_runner(spec.runner)
-        started = time.monotonic()
-        try:
-            results = list(await asyncio.wait_for(runner.run(target, spec, context), spec.timeout))
-        except TimeoutError:
-            results = [
-                TestOutcome(
-                    name=label,
-                    ok=False,
-                    detail=f"timed out after {spec.timeout:g}s",
-                    duration=time.monotonic() - started,
-                )
-            ]
-        except AgentError as err:
-            results = [TestOutcome(name=label, ok=False, detail=err.message, duration=time.monotonic() - started)]
+        progress(f"running post-start tests: {spec.name or spec.runner}")
+        results = await run_spec(plugins, target, spec, context)
         for outcome in results:
             log.info(
                 "test", test=outcome.name, ok=outcome.ok, detail=outcome.detail, seconds=round(outcome.duration, 3)

@@ -10,23 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from harness.agent_cli import AgentCli
-
-
-def descendants(root: int) -> set[int]:
-    """Every process below ``root`` (other sessions' engines on this host are not ours)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                pass
-    found: set[int] = set()
-    frontier = {root}
-    while frontier:
-        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
+from harness.processes import descendants
 
 
 def engine_core_pids(root: int) -> set[int]:

@@ -6,22 +6,13 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from harness.agent_cli import AgentCli
-
-
-def wait_for(what: str, condition: Callable[[], object], timeout: float = 30.0, every: float = 0.1) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+from harness.processes import wait_for
 
 
 def engine_pid(user_manager, name: str) -> int:  # noqa: ANN001
