@@ -144,7 +144,8 @@ class Deployment(Strict):
     startup: StartupSettings = Field(default_factory=StartupSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     restart: RestartSettings = Field(default_factory=RestartSettings)
-    tests: list[TestSpec] = Field(default_factory=list)
+    # None: the default smoke test; [] (`tests = []`): no post-start tests at all.
+    tests: list[TestSpec] | None = None
 
     @field_validator("name")
     @classmethod

@@ -45,8 +45,8 @@ async def run_spec(plugins: Plugins, target: EngineTarget, spec: TestSpec, conte
 
 
 def test_specs(deployment: Deployment, plugins: Plugins) -> list[TestSpec]:
-    """The deployment's tests; with none configured, the smoke test when it is installed."""
-    if deployment.tests:
+    """The deployment's tests; when it says nothing, the smoke test if that is installed."""
+    if deployment.tests is not None:
         return list(deployment.tests)
     return [TestSpec(runner=DEFAULT_RUNNER)] if DEFAULT_RUNNER in plugins.test_runners() else []
 

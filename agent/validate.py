@@ -44,7 +44,7 @@ def _plugin_problems(config: Config, plugins) -> list[str]:  # noqa: ANN001 - Pl
                     f"(available: {', '.join(sorted(strategies)) or 'none'})"
                 )
         context = TestContext(config_dir=config.path, deployment=deployment)
-        for index, spec in enumerate(deployment.tests):
+        for index, spec in enumerate(deployment.tests or []):
             runner = runners.get(spec.runner)
             if runner is None:
                 found.append(

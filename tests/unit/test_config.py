@@ -102,3 +102,11 @@ def test_load_one_ignores_other_broken_deployments(tmp_path: Path) -> None:
     write(tmp_path, "models.d/good.toml", 'model = "org/m"\n')
     write(tmp_path, "models.d/bad.toml", "oops")
     assert load_one(tmp_path, "good").deployment("good").model == "org/m"
+
+
+def test_tests_left_out_means_the_default_smoke_and_an_empty_list_means_none(tmp_path: Path) -> None:
+    write(tmp_path, "models.d/default.toml", 'model = "org/m"\n')
+    write(tmp_path, "models.d/none.toml", 'model = "org/m"\ntests = []\n')
+    config = load_config(tmp_path)
+    assert config.deployment("default").tests is None
+    assert config.deployment("none").tests == []
