@@ -96,16 +96,18 @@ class Launcher:
         self._phase(
             "resolving",
             "resolving model",
-            started_at=time.time(),
+            started_at=self._started_wall,
             pid=os.getpid(),
             invocation_id=os.environ.get("INVOCATION_ID", ""),
             hash=self.hash,
             url=self.url,
             reason="",
             hint="",
+            crash_loop=False,
+            visible_devices=[d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d],
         )
         source = self.plugins.model_source(self.deployment.source_name)
-        resolved = await source.resolve(self.deployment, lambda text: self._status(f"resolving model: {text}"))
+        resolved = await source.resolve(self.deployment, self._resolve_progress)
         argv = with_model(self.argv, str(resolved.path))
         if self.deployment.source_name != "local":
             argv = drop_revision(argv)

@@ -179,3 +179,23 @@ def test_logs_show_the_engine_output(agent: AgentCli, model_dir: Path) -> None:
     agent.ok("deploy", "talk", "--model", str(model_dir), "--", "--fake-load-time", "0.3")
     shown = agent.ok("logs", "talk").stdout
     assert "Application startup complete" in shown and '"event": "ready"' in shown
+
+
+def test_an_engine_that_hangs_from_the_start_fails_its_smoke_tests(agent: AgentCli, model_dir: Path) -> None:
+    # /health says 200, but nothing generates: ready would be a lie.
+    agent.write_deployment(
+        "mute",
+        f'model = "{model_dir}"\nargs = ["--fake-mode", "hang-after:0"]\n'
+        '[[tests]]\nrunner = "openai-smoke"\ntimeout = 4\ndeadline = 1\n',
+    )
+    done = agent.run("start", "mute")
+    assert done.returncode == 1 and "post-start test openai-smoke/" in done.stderr
+    assert agent.status("mute")["state"] == "failed"
+
+
+def test_an_engine_that_crashes_under_its_first_requests_is_never_ready(agent: AgentCli, model_dir: Path) -> None:
+    agent.write_deployment("brittle", f'model = "{model_dir}"\nargs = ["--fake-mode", "crash-after-requests:1"]\n')
+    done = agent.run("start", "brittle")
+    assert done.returncode == 1
+    assert agent.status("brittle")["state"] == "failed"
+    assert '"event": "ready"' not in agent.log("brittle")

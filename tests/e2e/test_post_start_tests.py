@@ -19,10 +19,15 @@ def test_smoke_tests_run_before_ready_by_default(agent: AgentCli, model_dir: Pat
 def test_a_failing_script_keeps_the_deployment_from_ever_being_ready(agent: AgentCli, model_dir: Path) -> None:
     script = agent.config_dir / "tests.d" / "must-say-hello.sh"
     script.parent.mkdir()
-    script.write_text('#!/bin/sh\necho "asked $VLLM_AGENT_MODEL at $VLLM_AGENT_URL"\necho "expected hello" >&2\nexit 3\n')
+    script.write_text(
+        '#!/bin/sh\necho "asked $VLLM_AGENT_MODEL at $VLLM_AGENT_URL"\necho "expected hello" >&2\nexit 3\n'
+    )
     script.chmod(0o755)
-    agent.write_deployment("picky", f'model = "{model_dir}"\nargs = ["--fake-load-time", "0.3"]\n'
-                           '[[tests]]\nrunner = "script"\npath = "must-say-hello.sh"\n')
+    agent.write_deployment(
+        "picky",
+        f'model = "{model_dir}"\nargs = ["--fake-load-time", "0.3"]\n'
+        '[[tests]]\nrunner = "script"\npath = "must-say-hello.sh"\n',
+    )
     done = agent.run("start", "picky")
     assert done.returncode == 1
     assert "post-start test must-say-hello" in done.stderr or "post-start test script" in done.stderr

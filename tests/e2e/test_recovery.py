@@ -242,3 +242,60 @@ def test_daemon_notices_a_crash_that_happened_while_the_bus_was_down(agent, mode
         timeout=30,
     )
     assert reasons
+
+
+def test_daemon_serves_prometheus_metrics_on_its_socket(agent, model_dir, user_manager) -> None:  # noqa: ANN001
+    deploy(agent, model_dir, "metered", "--fake-load-time", "0.3")
+    user_manager.systemctl("start", "vllm-agent.service")
+    transport = httpx.HTTPTransport(uds=str(agent.config_dir.parent / "agent.sock"))
+    with httpx.Client(transport=transport, base_url="http://agent") as client:
+        text = wait_for("metrics", lambda: (r := client.get("/metrics")).status_code == 200 and r.text)
+        status = client.get("/v1/status").json()
+    assert 'vllm_agent_deployment_state{deployment="metered",state="ready"} 1' in text
+    assert 'vllm_agent_restarts_total{deployment="metered"} 0' in text
+    assert "vllm_agent_time_to_ready_seconds" in text
+    assert [row["name"] for row in status["deployments"]] == ["metered"]
+
+
+def test_external_deployment_is_checked_and_reported_by_the_daemon(agent, model_dir, user_manager, tmp_path) -> None:  # noqa: ANN001
+    import subprocess
+    import sys
+
+    from harness.agent_cli import FAKE_ENGINE
+
+    port = 21990
+    engine = subprocess.Popen(
+        [
+            sys.executable,
+            str(FAKE_ENGINE),
+            "--model",
+            "m",
+            "--served-model-name",
+            "ext",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--fake-load-time",
+            "0.1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        agent.write_deployment(
+            "ext", f'model = "org/m"\nmode = "external"\nurl = "http://127.0.0.1:{port}"\n[health]\ninterval = 0.5\n'
+        )
+        user_manager.systemctl("start", "vllm-agent.service")
+        assert wait_for("ext ready", lambda: agent.status("ext").get("state") == "ready", timeout=30)
+        os.killpg(engine.pid, signal.SIGKILL)
+        engine.wait()
+        row = wait_for("ext unhealthy", lambda: (s := agent.status("ext"))["state"] == "unhealthy" and s, timeout=30)
+        assert "connection refused" in row["reason"]
+    finally:
+        try:
+            os.killpg(engine.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        engine.wait()

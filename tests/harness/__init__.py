@@ -1,4 +1,5 @@
-"""Test harnesses that run real things: a private systemd user manager."""
+"""Test harnesses that run real things: a private systemd user manager; the fake vLLM engine
+(``harness.fake_engine``, imported from there)."""
 
 from .user_manager import (
     LONG_LIVED_CHILDREN,

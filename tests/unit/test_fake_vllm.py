@@ -1,4 +1,8 @@
-"""The fake vLLM engine (tests/fakes/fake_vllm.py) behaves like the real server where tests rely on it."""
+"""The fake vLLM engine (tests/fakes/fake_vllm.py) behaves like the real server where tests rely on it.
+
+It runs through the shared harness (tests/harness/fake_engine.py) and the ``start_fake`` and
+``ready_fake`` fixtures (tests/unit/conftest.py), so these tests check those too.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "fakes" / "fake_vllm.py"
-ENGINE_COMM = "VLLM::EngineCor"  # /proc/PID/comm keeps 15 characters of VLLM::EngineCore
+from harness.fake_engine import ENGINE_COMM, SCRIPT, alive, comm, free_port, wait_until
 
 
 def load_module():
@@ -28,184 +30,6 @@ def load_module():
 
 
 fake_vllm = load_module()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def proc_state(pid: int) -> str | None:
-    """The state letter of /proc/PID/stat, None when the process is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def alive(pid: int) -> bool:
-    return proc_state(pid) not in (None, "Z", "X")
-
-
-def comm(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-
-
-def wait_until(predicate, timeout: float, what: str, step: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
-
-
-class Fake:
-    """One fake engine process on a free loopback port, output in files (a pipe could be held
-    open by the EngineCore child after the server died)."""
-
-    def __init__(
-        self,
-        workdir: Path,
-        *args: str,
-        load_time: float = 0.2,
-        env: dict | None = None,
-        port: int | None = None,
-        argv0: list[str] | None = None,
-    ):
-        self.port = port or free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        tag = f"{self.port}-{time.monotonic_ns()}"
-        self.stdout_path = workdir / f"fake-{tag}.out"
-        self.stderr_path = workdir / f"fake-{tag}.err"
-        self.pid_file = workdir / f"engine-{tag}.pid"
-        cmd = [
-            *(argv0 or [sys.executable, str(SCRIPT)]),
-            "serve",
-            "--model",
-            "/models/tiny",
-            "--served-model-name",
-            "tiny",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--fake-load-time",
-            str(load_time),
-            "--fake-engine-pid-file",
-            str(self.pid_file),
-            *args,
-        ]
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("FAKE_VLLM_")}
-        full_env.update(env or {})
-        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            # Its own process group: cleanup reaches the EngineCore even before its pid file exists.
-            self.proc = subprocess.Popen(
-                cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=full_env, start_new_session=True
-            )
-        self._engine_pid: int | None = None
-
-    # -- looking at it --------------------------------------------------------------------------
-
-    @property
-    def stdout(self) -> str:
-        return self.stdout_path.read_text(errors="replace")
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    def output(self) -> str:
-        return f"--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}"
-
-    def engine_pid(self, timeout: float = 5.0) -> int:
-        if self._engine_pid is None:
-
-            def read():
-                if self.proc.poll() is not None and not self.pid_file.exists():
-                    raise AssertionError(f"fake exited ({self.proc.returncode}) without an engine pid\n{self.output()}")
-                try:
-                    return int(self.pid_file.read_text())
-                except (FileNotFoundError, ValueError):
-                    return None
-
-            self._engine_pid = wait_until(read, timeout, "the EngineCore pid file")
-        return self._engine_pid
-
-    def get(self, path: str, **kw) -> httpx.Response:
-        return httpx.get(self.base + path, timeout=kw.pop("timeout", 5), **kw)
-
-    def post(self, path: str, body=None, **kw) -> httpx.Response:
-        return httpx.post(self.base + path, json=body, timeout=kw.pop("timeout", 5), **kw)
-
-    def wait_ready(self, timeout: float = 8.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"fake exited with {self.proc.returncode} before it was ready\n{self.output()}")
-            try:
-                if self.get("/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"fake not ready after {timeout}s\n{self.output()}")
-            time.sleep(0.02)
-
-    def wait_exit(self, timeout: float = 5.0) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"fake still running after {timeout}s\n{self.output()}") from None
-
-    # -- cleaning up ----------------------------------------------------------------------------
-
-    def cleanup(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
-        pid = self._engine_pid
-        if pid is None:
-            try:
-                pid = int(self.pid_file.read_text())
-            except (FileNotFoundError, ValueError):
-                pid = None
-        if pid is not None and alive(pid) and comm(pid) == ENGINE_COMM:
-            os.kill(pid, signal.SIGKILL)
-        if pid is not None:
-            # Orphaned, it is no child of ours: wait until it is gone (or a zombie of PID 1).
-            wait_until(lambda: not alive(pid), 5, f"EngineCore {pid} to die")
-
-
-@pytest.fixture
-def start_fake(tmp_path):
-    fakes: list[Fake] = []
-
-    def start(*args: str, **kw) -> Fake:
-        fake = Fake(tmp_path, *args, **kw)
-        fakes.append(fake)
-        return fake
-
-    yield start
-    for fake in fakes:
-        fake.cleanup()
-
-
-@pytest.fixture
-def ready_fake(start_fake):
-    """A healthy engine, one per test: a test suite may check that no test leaves children."""
-    fake = start_fake("--max-model-len", "128", load_time=0.05)
-    fake.wait_ready()
-    return fake
 
 
 def metric(text: str, name: str) -> float:

@@ -7,108 +7,25 @@ deadline.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
 from contextlib import aclosing
-from pathlib import Path
 
 import httpx
 import pytest
+from harness.fake_engine import Fake, free_port
 from vllm_agent.config import AgentSettings
 from vllm_agent.plugin_api import EngineTarget, HealthStrategy
 from vllm_agent.plugins import make_plugin_manager
 from vllm_agent_plugins.health import CompletionCheck, HttpCheck, MetricsStallCheck, ModelsCheck, parse_metrics
 
-SCRIPT = Path(__file__).resolve().parents[1] / "fakes" / "fake_vllm.py"
 SERVED = "tiny"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def target_of(fake: Fake, served: str = SERVED) -> EngineTarget:
+    return EngineTarget(deployment="t", url=fake.base, served_model_name=served)
 
 
-class FakeEngine:
-    """One fake vLLM on a free loopback port; ``stop()`` kills it and its VLLM::EngineCore child."""
-
-    def __init__(self, workdir: Path, mode: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.pid_file = workdir / f"engine-{self.port}.pid"
-        self.log = workdir / f"fake-{self.port}.log"
-        command = [sys.executable, str(SCRIPT), "serve", "--model", "/models/tiny", "--served-model-name", SERVED,
-                   "--host", "127.0.0.1", "--port", str(self.port), "--fake-load-time", "0",
-                   "--fake-mode", mode, "--fake-engine-pid-file", str(self.pid_file)]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FAKE_VLLM_")}
-        with open(self.log, "wb") as out:  # a file, not a pipe: the engine child could hold a pipe open
-            self.proc = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
-            )
-
-    def target(self, served: str = SERVED) -> EngineTarget:
-        return EngineTarget(deployment="t", url=self.url, served_model_name=served)
-
-    def wait_for(self, ready: Callable[[httpx.Response], bool], path: str = "/health", timeout: float = 10.0) -> None:
-        """Poll ``path`` until ``ready(response)``; fail at once if the server already exited."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                pytest.fail(f"fake engine exited unexpectedly ({self.proc.returncode}):\n{self.log.read_text()}")
-            try:
-                if ready(httpx.get(self.url + path, timeout=1.0)):
-                    return
-            except httpx.HTTPError:
-                pass  # not listening yet
-            if time.monotonic() > deadline:
-                pytest.fail(f"fake engine not ready on {path} after {timeout}s:\n{self.log.read_text()}")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        """SIGTERM lets the server stop and reap its engine child; SIGKILL both if it does not."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        engine_pid = int(self.pid_file.read_text()) if self.pid_file.exists() else None
-        if engine_pid is not None and _is_engine_core(engine_pid):
-            os.kill(engine_pid, signal.SIGKILL)  # it outlives its server, as real vLLM's does
-
-
-def _is_engine_core(pid: int) -> bool:
-    """Alive and still our fake's child (argv[0] is set at exec; comm only later, by prctl)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X") and argv0 == b"VLLM::EngineCore"
-
-
-@pytest.fixture
-def start_fake(tmp_path: Path) -> Iterator[Callable[[str], FakeEngine]]:
-    started: list[FakeEngine] = []
-
-    def start(mode: str = "ok", status: int = 200) -> FakeEngine:
-        fake = FakeEngine(tmp_path, mode)
-        started.append(fake)
-        fake.wait_for(lambda r: r.status_code == status)
-        return fake
-
-    yield start
-    for fake in started:
-        fake.stop()
-
-
-def wait_hung(fake: FakeEngine) -> None:
+def wait_hung(fake: Fake) -> None:
     # The fake counts the request that wedged it as running once it hangs.
     fake.wait_for(lambda r: parse_metrics(r.text, SERVED).get("vllm:num_requests_running", 0) >= 1, "/metrics")
 
@@ -127,21 +44,21 @@ def test_the_plugin_offers_all_four_through_its_entry_point() -> None:
     ]
 
 
-async def test_http_passes_on_a_healthy_engine(start_fake) -> None:
-    fake = start_fake()
+async def test_http_passes_on_a_healthy_engine(start_fake_in_mode) -> None:
+    fake = start_fake_in_mode()
     async with aclosing(HttpCheck()) as check:
-        result = await check.check(fake.target(), 2.0)
+        result = await check.check(target_of(fake), 2.0)
     assert result.ok, result.detail
     assert 0 < result.latency < 2.0
 
 
-async def test_a_closed_provider_reopens_its_client_when_used_again(start_fake) -> None:
+async def test_a_closed_provider_reopens_its_client_when_used_again(start_fake_in_mode) -> None:
     # Providers are shared (the plugin host caches them): one owner's aclose must not break another.
-    fake = start_fake()
+    fake = start_fake_in_mode()
     check = HttpCheck()
-    assert (await check.check(fake.target(), 2.0)).ok
+    assert (await check.check(target_of(fake), 2.0)).ok
     await check.aclose()
-    assert (await check.check(fake.target(), 2.0)).ok
+    assert (await check.check(target_of(fake), 2.0)).ok
     await check.aclose()
 
 
@@ -152,31 +69,31 @@ async def test_http_fails_clearly_when_nothing_listens() -> None:
     assert result.detail == "connection refused"
 
 
-async def test_models_finds_the_served_name_and_names_the_others(start_fake) -> None:
-    fake = start_fake()
+async def test_models_finds_the_served_name_and_names_the_others(start_fake_in_mode) -> None:
+    fake = start_fake_in_mode()
     async with aclosing(ModelsCheck()) as check:
-        found = await check.check(fake.target(), 2.0)
-        wrong = await check.check(fake.target("other"), 2.0)
+        found = await check.check(target_of(fake), 2.0)
+        wrong = await check.check(target_of(fake, "other"), 2.0)
     assert found.ok, found.detail
     assert not wrong.ok
     assert "'other' is not served" in wrong.detail and "tiny" in wrong.detail
 
 
-async def test_completion_passes_on_a_healthy_engine(start_fake) -> None:
-    fake = start_fake()
+async def test_completion_passes_on_a_healthy_engine(start_fake_in_mode) -> None:
+    fake = start_fake_in_mode()
     async with aclosing(CompletionCheck()) as check:
-        result = await check.check(fake.target(), 2.0)
+        result = await check.check(target_of(fake), 2.0)
     assert result.ok, result.detail
 
 
-async def test_a_hung_engine_fails_completion_within_its_deadline_while_http_passes(start_fake) -> None:
-    fake = start_fake("hang-after:0")
+async def test_a_hung_engine_fails_completion_within_its_deadline_while_http_passes(start_fake_in_mode) -> None:
+    fake = start_fake_in_mode("hang-after:0")
     wait_hung(fake)
     timeout = 1.0
     async with aclosing(HttpCheck()) as http, aclosing(CompletionCheck()) as completion:
-        health = await http.check(fake.target(), timeout)
+        health = await http.check(target_of(fake), timeout)
         started = time.monotonic()
-        result = await completion.check(fake.target(), timeout)
+        result = await completion.check(target_of(fake), timeout)
         took = time.monotonic() - started
     assert health.ok, health.detail  # the trap: /health says all is well
     assert not result.ok
@@ -185,39 +102,41 @@ async def test_a_hung_engine_fails_completion_within_its_deadline_while_http_pas
     assert result.latency == pytest.approx(took, abs=0.05)
 
 
-async def test_a_dead_engine_fails_http(start_fake) -> None:
-    fake = start_fake("engine-death-after:0", status=503)
+async def test_a_dead_engine_fails_http(start_fake_in_mode) -> None:
+    fake = start_fake_in_mode("engine-death-after:0", status=503)
     async with aclosing(HttpCheck()) as check:
-        result = await check.check(fake.target(), 2.0)
+        result = await check.check(target_of(fake), 2.0)
     assert not result.ok
     # The fake exits 0.5 s after its engine died; a slow machine may already see it gone.
     assert result.detail in ("/health answered 503 (engine dead)", "connection refused")
 
 
-async def test_metrics_stall_passes_on_an_idle_and_on_a_working_engine(start_fake) -> None:
-    fake = start_fake()
+async def test_metrics_stall_passes_on_an_idle_and_on_a_working_engine(start_fake_in_mode) -> None:
+    fake = start_fake_in_mode()
     async with aclosing(MetricsStallCheck(window=1.0)) as stall, aclosing(CompletionCheck()) as completion:
-        idle = await stall.check(fake.target(), 2.0)
-        assert (await completion.check(fake.target(), 2.0)).ok
-        after = await stall.check(fake.target(), 2.0)
+        idle = await stall.check(target_of(fake), 2.0)
+        assert (await completion.check(target_of(fake), 2.0)).ok
+        after = await stall.check(target_of(fake), 2.0)
     assert idle.ok and idle.detail == "idle"
     assert after.ok, after.detail
 
 
-async def test_metrics_stall_fails_after_the_window_on_a_hung_engine_with_a_request_in_flight(start_fake) -> None:
-    fake = start_fake("hang-after:0")
+async def test_metrics_stall_fails_after_the_window_on_a_hung_engine_with_a_request_in_flight(
+    start_fake_in_mode,
+) -> None:
+    fake = start_fake_in_mode("hang-after:0")
     wait_hung(fake)
     now = [100.0]
     async with httpx.AsyncClient() as client, aclosing(MetricsStallCheck(window=1.0, clock=lambda: now[0])) as stall:
         body = {"model": SERVED, "prompt": "hello", "max_tokens": 4}
-        in_flight = asyncio.create_task(client.post(f"{fake.url}/v1/completions", json=body, timeout=30))
+        in_flight = asyncio.create_task(client.post(f"{fake.base}/v1/completions", json=body, timeout=30))
         try:
             await running_at_least(client, fake, 2)
-            first = await stall.check(fake.target(), 2.0)
+            first = await stall.check(target_of(fake), 2.0)
             now[0] += 0.5
-            within = await stall.check(fake.target(), 2.0)
+            within = await stall.check(target_of(fake), 2.0)
             now[0] += 0.7
-            stalled = await stall.check(fake.target(), 2.0)
+            stalled = await stall.check(target_of(fake), 2.0)
         finally:
             in_flight.cancel()
             await asyncio.gather(in_flight, return_exceptions=True)
@@ -226,11 +145,11 @@ async def test_metrics_stall_fails_after_the_window_on_a_hung_engine_with_a_requ
     assert stalled.detail == "2 requests running, no tokens generated for 1s"
 
 
-async def running_at_least(client: httpx.AsyncClient, fake: FakeEngine, count: int, timeout: float = 5.0) -> None:
+async def running_at_least(client: httpx.AsyncClient, fake: Fake, count: int, timeout: float = 5.0) -> None:
     """Wait without blocking the loop (the request in flight is a task in it)."""
     deadline = time.monotonic() + timeout
     while True:
-        metrics = parse_metrics((await client.get(f"{fake.url}/metrics")).text, SERVED)
+        metrics = parse_metrics((await client.get(f"{fake.base}/metrics")).text, SERVED)
         if metrics["vllm:num_requests_running"] >= count:
             return
         assert time.monotonic() < deadline, f"fewer than {count} requests running after {timeout}s: {metrics}"
@@ -282,9 +201,9 @@ def test_parse_metrics_sums_the_served_model_and_skips_others() -> None:
     assert parsed["process_open_fds"] == 12.0
 
 
-async def test_metrics_stall_fails_clearly_when_the_metrics_are_missing(start_fake) -> None:
-    fake = start_fake()
+async def test_metrics_stall_fails_clearly_when_the_metrics_are_missing(start_fake_in_mode) -> None:
+    fake = start_fake_in_mode()
     async with aclosing(MetricsStallCheck()) as stall:
-        result = await stall.check(fake.target("other"), 2.0)
+        result = await stall.check(target_of(fake, "other"), 2.0)
     assert not result.ok
     assert "no vllm:num_requests_running" in result.detail and "'other'" in result.detail

@@ -4,7 +4,6 @@ garbage (stdlib http.server in a thread)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import socket
@@ -17,12 +16,7 @@ from typing import Any
 
 import pytest
 import structlog
-from test_fake_vllm import (  # the fake engine's process harness: free port, fail-fast wait, cleanup
-    ENGINE_COMM,
-    Fake,
-    comm,
-    wait_until,
-)
+from harness.fake_engine import Fake, wait_until
 from vllm_agent.config import AgentSettings, Deployment, TestSpec
 from vllm_agent.plugin_api import EngineTarget, TestContext, TestOutcome
 from vllm_agent.plugins import make_plugin_manager
@@ -32,28 +26,8 @@ from vllm_agent_plugins.tests_openai import CHECKS, OpenAISmoke
 DEPLOYMENT = Deployment(name="tiny", model="/models/tiny")
 
 
-@contextlib.contextmanager
-def running_engine(workdir: Path, *args: str) -> Iterator[Fake]:
-    """A ready fake engine (a real process on a free port); killed, with its EngineCore, at exit."""
-    fake = Fake(workdir, *args, load_time=0.1)
-    try:
-        fake.wait_ready()  # fails fast, with its output, if it died
-        # Until EngineCore has named itself, Fake.cleanup() does not recognise it and would leave it.
-        wait_until(lambda: comm(fake.engine_pid()) == ENGINE_COMM, 5, "EngineCore to name itself")
-        yield fake
-    finally:
-        fake.cleanup()
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Callable[..., Fake]]:
-    """Start fake engines, ``--fake-mode`` etc. as arguments."""
-    with contextlib.ExitStack() as stack:
-        yield lambda *args: stack.enter_context(running_engine(tmp_path, *args))
-
-
-def hung_engine(engine: Callable[..., Fake]) -> Fake:
-    fake = engine("--fake-mode", "hang-after:0")
+def hung_engine(start_engine: Callable[..., Fake]) -> Fake:
+    fake = start_engine("--fake-mode", "hang-after:0")
     wait_until(lambda: "fake hang" in fake.stdout, 5, "the engine to hang")  # it checks every 50 ms
     return fake
 
@@ -79,36 +53,38 @@ def failing(outcomes: dict[str, TestOutcome]) -> dict[str, str]:
 # The real fake engine ----------------------------------------------------------------------------
 
 
-async def test_passes_on_a_healthy_engine(engine) -> None:
-    outcomes = await smoke(target_of(engine()))
+async def test_passes_on_a_healthy_engine(start_engine) -> None:
+    outcomes = await smoke(target_of(start_engine()))
     assert failing(outcomes) == {}
     assert all(o.duration > 0 for o in outcomes.values())
 
 
-async def test_runs_by_default_through_the_launchers_entry_point(engine) -> None:
+async def test_runs_by_default_through_the_launchers_entry_point(start_engine) -> None:
     plugins = make_plugin_manager(AgentSettings())
     context = TestContext(config_dir=Path("/nonexistent"), deployment=DEPLOYMENT)
-    outcomes = await run_post_start_tests(plugins, target_of(engine()), DEPLOYMENT, context, log=structlog.get_logger())
+    outcomes = await run_post_start_tests(
+        plugins, target_of(start_engine()), DEPLOYMENT, context, log=structlog.get_logger()
+    )
     assert [(o.name, o.ok) for o in outcomes] == [(f"openai-smoke/{check}", True) for check in CHECKS]
 
 
-async def test_a_wrong_served_name_fails_naming_the_check(engine) -> None:
-    outcomes = await smoke(target_of(engine(), served="other"))
+async def test_a_wrong_served_name_fails_naming_the_check(start_engine) -> None:
+    outcomes = await smoke(target_of(start_engine(), served="other"))
     bad = failing(outcomes)
     assert bad["models"] == "models: /v1/models does not list 'other' (it lists 'tiny'); is served_model_name right?"
     assert bad["completion"] == "completion: HTTP 404 from POST /v1/completions: The model `other` does not exist."
     assert set(bad) == {"models", "completion", "chat", "chat-stream"}  # a 404 is still a 4xx
 
 
-async def test_sends_the_api_key(engine) -> None:
-    fake = engine("--api-key", "s3cret")
+async def test_sends_the_api_key(start_engine) -> None:
+    fake = start_engine("--api-key", "s3cret")
     assert failing(await smoke(target_of(fake, api_key="s3cret"))) == {}
     bad = failing(await smoke(target_of(fake), checks=["models"]))
     assert bad == {"models": "models: HTTP 401 from GET /v1/models: Unauthorized (check the api_key credential)"}
 
 
-async def test_a_hung_engine_fails_each_check_by_its_deadline(engine) -> None:
-    fake = hung_engine(engine)
+async def test_a_hung_engine_fails_each_check_by_its_deadline(start_engine) -> None:
+    fake = hung_engine(start_engine)
     started = time.monotonic()
     outcomes = await smoke(target_of(fake), deadline=0.5)
     assert time.monotonic() - started < 5
@@ -119,8 +95,8 @@ async def test_a_hung_engine_fails_each_check_by_its_deadline(engine) -> None:
     assert outcomes["models"].ok and outcomes["invalid-request"].ok  # answered without the engine core
 
 
-async def test_stays_within_the_tests_timeout_whatever_the_deadline(engine) -> None:
-    fake = hung_engine(engine)
+async def test_stays_within_the_tests_timeout_whatever_the_deadline(start_engine) -> None:
+    fake = hung_engine(start_engine)
     outcomes = await smoke(target_of(fake), timeout=2, deadline=30)  # wait_for(2) must not fire
     assert re.fullmatch(
         r"completion: no complete answer within [\d.]+s \(what was left of the test's 2s timeout\)",
@@ -129,8 +105,8 @@ async def test_stays_within_the_tests_timeout_whatever_the_deadline(engine) -> N
     assert outcomes["chat"].detail == "chat: not run: the test's timeout (2s) was spent"
 
 
-async def test_an_engine_dying_mid_test_gives_failing_outcomes(engine) -> None:
-    fake = engine("--fake-mode", "crash-after-requests:2")
+async def test_an_engine_dying_mid_test_gives_failing_outcomes(start_engine) -> None:
+    fake = start_engine("--fake-mode", "crash-after-requests:2")
     outcomes = await smoke(target_of(fake))
     assert [name for name, o in outcomes.items() if o.ok] == ["models", "completion", "chat"]
     stream = outcomes["chat-stream"].detail

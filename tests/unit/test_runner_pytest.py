@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_fake_vllm import Fake, alive
-from test_runner_openai import running_engine  # the fake engine, ready, cleaned up
+from harness.fake_engine import Fake, alive
 from vllm_agent.config import Deployment, TestSpec
 from vllm_agent.plugin_api import EngineTarget, TestContext, TestOutcome
 from vllm_agent_plugins.tests_pytest import PytestRunner
@@ -59,12 +57,6 @@ def write(context: TestContext, name: str, text: str) -> Path:
 async def run(context: TestContext, target: EngineTarget = TARGET, **options: object) -> list[TestOutcome]:
     spec = TestSpec(runner="pytest", **options)
     return list(await asyncio.wait_for(PytestRunner().run(target, spec, context), spec.timeout))
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Fake]:
-    with running_engine(tmp_path) as fake:
-        yield fake
 
 
 async def test_one_outcome_per_test_case(context: TestContext, engine: Fake) -> None:

@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_fake_vllm import Fake, alive, proc_state
-from test_runner_openai import running_engine  # the fake engine, ready, cleaned up
+from harness.fake_engine import Fake, alive, proc_state
 from vllm_agent.config import Deployment, TestSpec
 from vllm_agent.plugin_api import EngineTarget, TestContext
 from vllm_agent_plugins._subprocess import OUTPUT_CAP
@@ -37,12 +35,6 @@ def script(context: TestContext, name: str, body: str, mode: int = 0o755) -> Pat
 async def run(context: TestContext, target: EngineTarget = TARGET, **options):  # noqa: ANN003, ANN201
     spec = TestSpec(runner="script", **options)
     return await asyncio.wait_for(ScriptRunner().run(target, spec, context), spec.timeout)
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Fake]:
-    with running_engine(tmp_path) as fake:
-        yield fake
 
 
 async def test_a_script_that_exits_0_passes_and_sees_the_engine(context: TestContext, engine: Fake) -> None:

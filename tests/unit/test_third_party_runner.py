@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import structlog
-from test_fake_vllm import Fake
-from test_runner_openai import running_engine  # the fake engine, ready, cleaned up
+from harness.fake_engine import Fake
 from vllm_agent.config import AgentSettings, Deployment
 from vllm_agent.errors import PluginError
 from vllm_agent.plugin_api import EngineTarget, TestContext
@@ -59,12 +58,6 @@ def site_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
     monkeypatch.syspath_prepend(str(site))
     yield
     sys.modules.pop(MODULE, None)
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Fake]:
-    with running_engine(tmp_path) as fake:
-        yield fake
 
 
 def deployment(expect: str) -> Deployment:
