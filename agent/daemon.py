@@ -43,7 +43,11 @@ class Daemon:
         self.units = units
         self.notifier = notifier or Notifier()
         self.log = get_logger(component="daemon")
-        self.config: Config = load_config(config_dir, user=user)
+        problems: list[str] = []
+        # A broken file must not keep the daemon (and every other deployment) down.
+        self.config: Config = load_config(config_dir, user=user, problems=problems)
+        for problem in problems:
+            self.log.error("config problem; that deployment is left as it is", problem=problem)
         self.plugins: Plugins = make_plugin_manager(self.config.settings)
         self.store = StateStore(self.config.state_dir)
         self.history = History(self.config.state_dir)
@@ -113,11 +117,14 @@ class Daemon:
 
     async def _reload(self) -> None:
         """Re-read the config (SIGHUP, `vllm-agent reload`); a broken file changes nothing."""
+        problems: list[str] = []
         try:
-            config = load_config(self.config_dir, user=self.user)
+            config = load_config(self.config_dir, user=self.user, problems=problems)
         except AgentError as err:
-            self.log.error("reload refused: the config directory has problems", problems=err.message)
+            self.log.error("reload refused", error=err.message)
             return
+        for problem in problems:
+            self.log.error("config problem; that deployment is left as it is", problem=problem)
         self.config = config
         self.plugins = make_plugin_manager(config.settings)
         self.watcher.plugins = self.plugins

@@ -82,6 +82,9 @@ class Reconciler:
         found = []
         for dropin in sorted(self.config.unit_dir.glob(f"vllm@*.service.d/{DROPIN_NAME}")):
             name = dropin.parent.name.removeprefix("vllm@").removesuffix(".service.d")
+            # A file that exists but does not validate is a typo to fix, not a removal.
+            if self.config.deployment_file(name).exists():
+                continue
             if NAME_RE.fullmatch(name) and name not in wanted and hash_of(dropin.read_text()):
                 found.append(name)
         return found

@@ -299,3 +299,17 @@ def test_external_deployment_is_checked_and_reported_by_the_daemon(agent, model_
         except ProcessLookupError:
             pass
         engine.wait()
+
+
+def test_a_broken_file_leaves_its_running_deployment_alone(agent, model_dir, user_manager) -> None:  # noqa: ANN001
+    deploy(agent, model_dir, "typo", "--fake-load-time", "0.3")
+    user_manager.systemctl("start", "vllm-agent.service")
+    before = show(user_manager, "typo")
+    path = agent.model_file("typo")
+    path.write_text(path.read_text() + "gpu_memory_utilization = 7\n")
+    done = agent.ok("reload")
+    assert "gpu_memory_utilization: must be > 0 and <= 1, got 7" in done.stderr
+    time.sleep(2)  # the daemon reconciles in the background
+    after = show(user_manager, "typo")
+    assert (after["ActiveState"], after["InvocationID"]) == ("active", before["InvocationID"])
+    assert (user_manager.unit_dir / "vllm@typo.service.d").exists()
