@@ -81,29 +81,29 @@ def build_parser() -> argparse.ArgumentParser:
         ("restart", "restart a deployment and wait until it serves again"),
     ):
         p = command(verb, text)
-        p.add_argument("name")
+        p.add_argument("name", help="deployment name (models.d/NAME.toml, unit vllm@NAME.service)")
         p.add_argument("--timeout", type=float, help="seconds to wait for ready")
         p.add_argument("--no-wait", action="store_true", help="return once the start is queued")
 
     p = command("stop", "stop a deployment (graceful, then every process of the unit)")
-    p.add_argument("name")
+    p.add_argument("name", help="deployment name (models.d/NAME.toml, unit vllm@NAME.service)")
     p = command("remove", "stop a deployment and remove its unit drop-in, its file and its state")
-    p.add_argument("name")
+    p.add_argument("name", help="deployment name (models.d/NAME.toml, unit vllm@NAME.service)")
 
     p = command("status", "one line per deployment: state, URL and what is wrong")
     p.add_argument("name", nargs="?")
     p.add_argument("--json", action="store_true", help="print {'deployments': [...]}")
 
     p = command("render", "print the unit drop-in a deployment gets, without writing it")
-    p.add_argument("name")
+    p.add_argument("name", help="deployment name (models.d/NAME.toml, unit vllm@NAME.service)")
 
     p = command("logs", "show a deployment's output (journal, or log_dir's file)")
-    p.add_argument("name")
+    p.add_argument("name", help="deployment name (models.d/NAME.toml, unit vllm@NAME.service)")
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("-n", "--lines", type=int, default=100)
 
     p = command("test", "run a deployment's post-start tests again against the running engine")
-    p.add_argument("name")
+    p.add_argument("name", help="deployment name (models.d/NAME.toml, unit vllm@NAME.service)")
     p.add_argument("--json", action="store_true", help="print {'ok': bool, 'tests': [...]}")
 
     command("run", "the agent daemon: reconcile models.d/ with the units, watch them, serve the status API")
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run a deployment in the foreground (the unit's ExecStart; not for daily use)",
         usage="vllm-agent launch NAME [-- ENGINE_COMMAND...]",
     )
-    p.add_argument("name")
+    p.add_argument("name", help="deployment name (models.d/NAME.toml, unit vllm@NAME.service)")
     return parser
 
 

@@ -1,0 +1,29 @@
+"""`vllm-agent init` writes units that run this very installation, per scope."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vllm_agent.config import AgentSettings
+from vllm_agent.configdir import Config
+from vllm_agent.install import install_units, unit_text
+
+
+def test_system_units_keep_the_packaged_shape_but_run_this_install() -> None:
+    text = unit_text("vllm@.service", user=False, command=["/opt/va/bin/vllm-agent"])
+    assert "ExecStart=/opt/va/bin/vllm-agent --config-dir %E/vllm-agent launch %i" in text
+    assert "WantedBy=multi-user.target" in text and "RestartPreventExitStatus=78" in text
+
+
+def test_user_units_pass_user_and_the_config_dir(tmp_path: Path) -> None:
+    text = unit_text("vllm-agent.service", user=True, command=["/opt/va/bin/vllm-agent"], config_dir=tmp_path)
+    assert f"ExecStart=/opt/va/bin/vllm-agent --user --config-dir {tmp_path} run" in text
+    assert "WantedBy=default.target" in text and "WatchdogSec=" in text
+
+
+def test_install_writes_only_what_changed(tmp_path: Path) -> None:
+    config = Config(path=tmp_path / "conf", user=True, settings=AgentSettings(unit_dir=tmp_path / "units"))
+    first = install_units(config, command=["/opt/va/bin/vllm-agent"])
+    assert sorted(path.name for path in first) == ["vllm-agent.service", "vllm@.service"]
+    assert install_units(config, command=["/opt/va/bin/vllm-agent"]) == []
+    assert (tmp_path / "conf" / "models.d").is_dir()
