@@ -70,6 +70,10 @@ def port_holder(port: int, host: str) -> Holder | None:
 
 def check_port_free(port: int, host: str) -> None:
     """Raise PortUnavailable unless a new engine can listen on ``host:port``."""
+    # The common case costs one bind per address: a plain bind (no SO_REUSEPORT) succeeds only
+    # when no socket holds the port. Only a refusal needs the socket tables, to name the holder.
+    if _binds_cleanly(_addresses(host, port), port):
+        return
     holder = port_holder(port, host)
     if holder is not None:
         raise PortUnavailable(f"port {port} on {host} is taken by {holder.describe()}", hint=TAKEN_HINT)
@@ -111,6 +115,15 @@ def allocate_port(port_range: tuple[int, int], taken: set[int]) -> int:
 
 class _AddressNotHere(Exception):
     pass
+
+
+def _binds_cleanly(addresses: list[str], port: int) -> bool:
+    for address in addresses:
+        try:
+            _bind(address, port, reuse_address=False)
+        except OSError:
+            return False
+    return bool(addresses)
 
 
 def _probe_bind(address: str, port: int, host: str) -> None:
