@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .config import resolve_config_dir
-from .configdir import Config, load_config, load_one
 from .errors import AgentError, ConfigError
-from .log import configure
-from .plugins import Plugins, make_plugin_manager
-from .progress import ProgressLine
-from .systemd.model import UnitManager
+from .paths import resolve_config_dir
 
-Connect = Callable[[bool], Awaitable[UnitManager]]
+if TYPE_CHECKING:  # heavy imports stay inside the commands: `status` must answer fast
+    from .configdir import Config
+    from .plugins import Plugins
+    from .systemd.model import UnitManager
+
+Connect = Callable[[bool], Awaitable["UnitManager"]]
 
 EPILOG = """\
 Deployments live in CONFIG_DIR/models.d/NAME.toml (CONFIG_DIR: --config-dir, else
@@ -128,8 +126,28 @@ def split_engine_args(argv: Sequence[str]) -> tuple[list[str], list[str] | None]
 
 
 def main(argv: Sequence[str] | None = None, *, connect: Connect | None = None) -> int:
+    try:
+        return _main(argv, connect)
+    except BrokenPipeError:  # `vllm-agent status | head`: the reader left, not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def _main(argv: Sequence[str] | None, connect: Connect | None) -> int:
     own, engine_args = split_engine_args(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(own)
+    if args.command == "status" and connect is None:
+        from .status_fast import daemon_status
+
+        user = bool(getattr(args, "user", False))
+        config_dir = resolve_config_dir(getattr(args, "config_dir", None), user)
+        code = daemon_status(config_dir, user, args.name, as_json=args.json)
+        if code is not None:
+            return code
+    from .log import configure
+
     # Services log to stdout (the journal); commands keep stdout for their results.
     service = args.command in ("launch", "run")
     configure(verbose=getattr(args, "verbose", False), stream=sys.stdout if service else sys.stderr)
@@ -157,15 +175,20 @@ def run_command(args: argparse.Namespace, engine_args: list[str] | None, connect
         return commands.validate(config_dir, user, as_json=args.json)
     if args.command == "launch":
         return commands.launch(config_dir, user, args.name, engine_args)
+    import asyncio
+
     if engine_args is not None and args.command != "deploy":
         raise AgentError(f"'--' is only for 'deploy' and 'launch', not {args.command!r}")
     if args.command == "plugins":
         config = _load(config_dir, user, name="")
         return commands.plugins(_plugins(config), as_json=args.json)
     if args.command == "render":
+        from .configdir import load_one
+
         config = load_one(config_dir, args.name, user=user)
         return commands.render_cmd(config, _plugins(config), args.name)
     if args.command == "logs":
+        from .configdir import load_one
         from .logs import show_logs
 
         return show_logs(load_one(config_dir, args.name, user=user), args.name, follow=args.follow, lines=args.lines)
@@ -176,6 +199,7 @@ async def _with_units(
     args: argparse.Namespace, engine_args: list[str] | None, config_dir: Path, user: bool, connect: Connect
 ) -> int:
     from . import commands
+    from .progress import ProgressLine
 
     progress = ProgressLine(sys.stderr)
     if args.command == "status":
@@ -214,6 +238,8 @@ async def _with_units(
 
 def _load(config_dir: Path, user: bool, name: str | None = None) -> Config:
     """The whole directory; a broken file of another deployment is only a warning."""
+    from .configdir import load_config
+
     problems: list[str] = []
     config = load_config(config_dir, user=user, problems=problems)
     own = [p for p in problems if name is None or p.startswith(("agent.toml", f"models.d/{name}.toml"))]
@@ -225,9 +251,6 @@ def _load(config_dir: Path, user: bool, name: str | None = None) -> Config:
 
 
 def _plugins(config: Config) -> Plugins:
+    from .plugins import make_plugin_manager
+
     return make_plugin_manager(config.settings)
-
-
-def print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2)
-    sys.stdout.write("\n")

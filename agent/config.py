@@ -7,7 +7,6 @@ pydantic error: every problem becomes one line naming the file and the key.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -15,12 +14,19 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .names import NAME_RE, is_path_model, model_id_problem
+from .paths import (  # noqa: F401 - re-exported: the paths belong with the settings they default
+    ENV_CONFIG_DIR,
+    SYSTEM_CONFIG_DIR,
+    default_config_dir,
+    default_socket,
+    default_state_dir,
+    default_unit_dir,
+    resolve_config_dir,
+)
 
 AGENT_FILE = "agent.toml"
 MODELS_DIR = "models.d"
 TESTS_DIR = "tests.d"
-SYSTEM_CONFIG_DIR = Path("/etc/vllm-agent")
-ENV_CONFIG_DIR = "VLLM_AGENT_CONFIG_DIR"
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -229,40 +235,3 @@ class Deployment(Strict):
 
     def engine_command(self, settings: AgentSettings) -> list[str]:
         return list(self.engine.command or settings.engine.command)
-
-
-def default_config_dir(user: bool) -> Path:
-    if user:
-        base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-        return Path(base) / "vllm-agent"
-    return SYSTEM_CONFIG_DIR
-
-
-def resolve_config_dir(explicit: str | Path | None, user: bool) -> Path:
-    """``--config-dir``, else ``$VLLM_AGENT_CONFIG_DIR``, else the scope's default."""
-    if explicit:
-        return Path(explicit)
-    if os.environ.get(ENV_CONFIG_DIR):
-        return Path(os.environ[ENV_CONFIG_DIR])
-    return default_config_dir(user)
-
-
-def default_unit_dir(user: bool) -> Path:
-    if user:
-        base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-        return Path(base) / "systemd" / "user"
-    return Path("/etc/systemd/system")
-
-
-def default_socket(user: bool) -> Path:
-    if user:
-        runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
-        return Path(runtime) / "vllm-agent" / "agent.sock"
-    return Path("/run/vllm-agent/agent.sock")
-
-
-def default_state_dir(user: bool) -> Path:
-    if user:
-        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-        return Path(base) / "vllm-agent"
-    return Path("/var/lib/vllm-agent")

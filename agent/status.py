@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from . import statusline
 from .config import Deployment
 from .state import DeploymentState
 from .systemd.model import UnitState
@@ -113,13 +114,4 @@ def unit_result_reason(unit: UnitState) -> str:
 
 
 def one_line(status: DeploymentStatus) -> str:
-    parts = [f"{status.name:<20} {status.state:<10}"]
-    if status.state in ("ready", "unhealthy", "starting"):
-        parts.append(status.url)
-    if status.stale:
-        parts.append("(config changed; 'vllm-agent restart' applies it)")
-    if status.reason:
-        parts.append(status.reason)
-    if status.hint and status.state in ("failed", "crash-loop", "unhealthy"):
-        parts.append(f"hint: {status.hint}")
-    return "  ".join(part for part in parts if part)
+    return statusline.one_line(status.as_json())

@@ -29,8 +29,12 @@ def transitions(before: UnitState | None, after: UnitState, saved_reason: str, c
         return []
     found: list[Change] = []
     last = saved_reason or unit_result_reason(after)
-    if after.n_restarts > before.n_restarts:
-        found.append(Change("restarted", f"restart {after.n_restarts}: {last}"))
+    if after.sub_state == "auto-restart" and before.sub_state != "auto-restart":
+        # The moment systemd knows the run ended and schedules the restart: record it now, not
+        # after RestartSec when the new start begins.
+        found.append(Change("restarted", f"restart {after.n_restarts + 1}: {last}"))
+    elif after.n_restarts > before.n_restarts and before.sub_state != "auto-restart":
+        found.append(Change("restarted", f"restart {after.n_restarts}: {last}"))  # a missed auto-restart
     elif after.invocation_id and before.invocation_id and after.invocation_id != before.invocation_id:
         if before.active_state == "active" and after.active_state != "inactive":
             found.append(Change("restarted", f"new invocation: {last}"))

@@ -42,6 +42,13 @@ def test_a_crash_and_restart_is_one_restarted_transition_with_the_launchers_reas
     ]
 
 
+def test_the_restart_is_recorded_when_systemd_schedules_it_and_only_once() -> None:
+    waiting = replace(READY, active_state="activating", sub_state="auto-restart", main_pid=0)
+    again = replace(READY, active_state="activating", sub_state="start", n_restarts=1, invocation_id="bb")
+    assert [c.kind for c in transitions(READY, waiting, "engine died", False)] == ["restarted"]
+    assert [c.kind for c in transitions(waiting, again, "engine died", False)] == []
+
+
 def test_failing_for_good_is_failed_or_crash_loop() -> None:
     failed = replace(READY, active_state="failed", sub_state="failed", result="exit-code", exec_main_status=78)
     assert [c.kind for c in transitions(READY, failed, "port taken", False)] == ["failed"]

@@ -1,0 +1,46 @@
+"""Where things live per scope (system or --user). No pydantic here: `status` imports it cheaply."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+SYSTEM_CONFIG_DIR = Path("/etc/vllm-agent")
+ENV_CONFIG_DIR = "VLLM_AGENT_CONFIG_DIR"
+
+
+def default_config_dir(user: bool) -> Path:
+    if user:
+        base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+        return Path(base) / "vllm-agent"
+    return SYSTEM_CONFIG_DIR
+
+
+def resolve_config_dir(explicit: str | Path | None, user: bool) -> Path:
+    """``--config-dir``, else ``$VLLM_AGENT_CONFIG_DIR``, else the scope's default."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(ENV_CONFIG_DIR):
+        return Path(os.environ[ENV_CONFIG_DIR])
+    return default_config_dir(user)
+
+
+def default_unit_dir(user: bool) -> Path:
+    if user:
+        base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+        return Path(base) / "systemd" / "user"
+    return Path("/etc/systemd/system")
+
+
+def default_socket(user: bool) -> Path:
+    if user:
+        runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+        return Path(runtime) / "vllm-agent" / "agent.sock"
+    return Path("/run/vllm-agent/agent.sock")
+
+
+def default_state_dir(user: bool) -> Path:
+    if user:
+        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(base) / "vllm-agent"
+    return Path("/var/lib/vllm-agent")

@@ -1,0 +1,25 @@
+"""One line per deployment, from its status fields (a DeploymentStatus as JSON, or the API's)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def one_line(row: Mapping[str, Any]) -> str:
+    state = row.get("state", "")
+    parts = [f"{row.get('name', ''):<20} {state:<10}"]
+    if state in ("ready", "unhealthy", "starting"):
+        parts.append(row.get("url", ""))
+    if row.get("stale"):
+        parts.append("(config changed; 'vllm-agent restart' applies it)")
+    if row.get("reason"):
+        parts.append(row["reason"])
+    if row.get("hint") and state in ("failed", "crash-loop", "unhealthy"):
+        parts.append(f"hint: {row['hint']}")
+    return "  ".join(part for part in parts if part)
+
+
+def exit_status(rows: list[Mapping[str, Any]]) -> int:
+    """3 when something needs an operator, so scripts can alert on `vllm-agent status`."""
+    return 3 if any(row.get("state") in ("failed", "crash-loop", "unhealthy") for row in rows) else 0
