@@ -8,6 +8,7 @@ problem: each returns ``CheckResult(ok=False, detail=...)`` naming what went wro
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import re
 import time
@@ -24,7 +25,7 @@ _SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
 _LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
-class _HttpCheck:
+class _HttpCheck(abc.ABC):
     """One shared client per provider, made lazily (inside the running event loop) and closed by
     the owner with ``aclose()``; subclasses implement ``_probe`` and may raise httpx errors."""
 
@@ -56,8 +57,9 @@ class _HttpCheck:
             ok, detail = False, _describe(err)
         return CheckResult(ok=ok, detail=detail, latency=time.monotonic() - start)
 
+    @abc.abstractmethod
     async def _probe(self, target: EngineTarget, timeout: float) -> tuple[bool, str]:
-        raise NotImplementedError
+        """(ok, detail) for one look at the engine; may raise httpx errors."""
 
     def _timeout_detail(self, timeout: float) -> str:
         return f"timed out after {timeout:g}s"

@@ -24,7 +24,8 @@ def test_models_lists_the_served_name():
 
 def test_fails():
     print("some output of the failing test")
-    assert 1 == 2, "numbers differ\\nsecond line"
+    answer, expected = 1, 2  # this generated test fails on purpose
+    assert answer == expected, "numbers differ\\nsecond line"
 
 def test_skipped():
     pytest.skip("not today")
