@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # heavy imports stay inside the commands: `status` must answe
 
 Connect = Callable[[bool], Awaitable["UnitManager"]]
 
+NAME_HELP = "deployment name (models.d/NAME.toml, unit vllm@NAME.service)"
 EPILOG = """\
 Deployments live in CONFIG_DIR/models.d/NAME.toml (CONFIG_DIR: --config-dir, else
 $VLLM_AGENT_CONFIG_DIR, else /etc/vllm-agent, or ~/.config/vllm-agent with --user).
@@ -79,29 +80,29 @@ def build_parser() -> argparse.ArgumentParser:
         ("restart", "restart a deployment and wait until it serves again"),
     ):
         p = command(verb, text)
-        p.add_argument("name", help="deployment name (models.d/NAME.toml, unit vllm@NAME.service)")
+        p.add_argument("name", help=NAME_HELP)
         p.add_argument("--timeout", type=float, help="seconds to wait for ready")
         p.add_argument("--no-wait", action="store_true", help="return once the start is queued")
 
     p = command("stop", "stop a deployment (graceful, then every process of the unit)")
-    p.add_argument("name", help="deployment name (models.d/NAME.toml, unit vllm@NAME.service)")
+    p.add_argument("name", help=NAME_HELP)
     p = command("remove", "stop a deployment and remove its unit drop-in, its file and its state")
-    p.add_argument("name", help="deployment name (models.d/NAME.toml, unit vllm@NAME.service)")
+    p.add_argument("name", help=NAME_HELP)
 
     p = command("status", "one line per deployment: state, URL and what is wrong")
     p.add_argument("name", nargs="?")
     p.add_argument("--json", action="store_true", help="print {'deployments': [...]}")
 
     p = command("render", "print the unit drop-in a deployment gets, without writing it")
-    p.add_argument("name", help="deployment name (models.d/NAME.toml, unit vllm@NAME.service)")
+    p.add_argument("name", help=NAME_HELP)
 
     p = command("logs", "show a deployment's output (journal, or log_dir's file)")
-    p.add_argument("name", help="deployment name (models.d/NAME.toml, unit vllm@NAME.service)")
+    p.add_argument("name", help=NAME_HELP)
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("-n", "--lines", type=int, default=100)
 
     p = command("test", "run a deployment's post-start tests again against the running engine")
-    p.add_argument("name", help="deployment name (models.d/NAME.toml, unit vllm@NAME.service)")
+    p.add_argument("name", help=NAME_HELP)
     p.add_argument("--json", action="store_true", help="print {'ok': bool, 'tests': [...]}")
 
     command("run", "the agent daemon: reconcile models.d/ with the units, watch them, serve the status API")
@@ -112,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run a deployment in the foreground (the unit's ExecStart; not for daily use)",
         usage="vllm-agent launch NAME [-- ENGINE_COMMAND...]",
     )
-    p.add_argument("name", help="deployment name (models.d/NAME.toml, unit vllm@NAME.service)")
+    p.add_argument("name", help=NAME_HELP)
     return parser
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .api import ApiServer, json_response
+from .config import Deployment
 from .configdir import Config, load_config
 from .errors import AgentError
 from .health import HealthMonitor
@@ -191,14 +192,18 @@ class Daemon:
                     "health": external.get("records", []),
                 }
             else:
-                unit = self.watcher.units.get(name) or await self.units.get_state(unit_name(name))
-                status: DeploymentStatus = deployments.status_of(deployment, unit)
+                status = await self._unit_status(deployments, deployment)
                 row = status.as_json() | {"mode": deployment.mode, "health": saved.health}
             row["tests"] = saved.tests
             row["transitions"] = [t.__dict__ for t in self.history.last(name)]
             row["health_failures"] = self.health_failures[name]
             rows.append(row)
         return rows
+
+    async def _unit_status(self, deployments: Deployments, deployment: Deployment) -> DeploymentStatus:
+        """From the watched state (signals keep it fresh); systemd is asked only for an unseen unit."""
+        unit = self.watcher.units.get(deployment.name) or await self.units.get_state(unit_name(deployment.name))
+        return deployments.status_of(deployment, unit)
 
     async def _status_route(self) -> tuple[int, str, bytes]:
         return json_response({"deployments": await self.statuses(), "daemon": {"pid": os.getpid()}})
@@ -209,8 +214,8 @@ class Daemon:
         for name, deployment in sorted(self.config.deployments.items()):
             if deployment.mode == "external":
                 continue
-            unit = self.watcher.units.get(name) or await self.units.get_state(unit_name(name))
-            rows.append((deployments.status_of(deployment, unit), self.store.load(name), self.health_failures[name]))
+            status = await self._unit_status(deployments, deployment)
+            rows.append((status, self.store.load(name), self.health_failures[name]))
         return 200, "text/plain; version=0.0.4", render_metrics(rows).encode()
 
     async def _reload_route(self) -> tuple[int, str, bytes]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import tomli_w
@@ -57,10 +56,3 @@ def with_top_level_key(text: str, key: str, value: int) -> str:
     lines.insert(at, f"{key} = {value}  # assigned by vllm-agent; keeps the port stable\n")
     return "".join(lines)
 
-
-def remove(path: Path) -> bool:
-    try:
-        path.unlink()
-        return True
-    except FileNotFoundError:
-        return False

@@ -101,18 +101,9 @@ class Deployments:
     async def start(
         self, name: str, *, wait: bool = True, timeout: float | None = None, progress: Progress = lambda _: None
     ) -> DeploymentStatus:
-        prepared = self.prepare(name)
-        if prepared.changed:
-            await self.units.reload()
-        unit = unit_name(name)
-        # A manual start is the operator's word that the cause is fixed: forget old failures.
-        self.store.update(name, startup_failures=0, failing_since=0.0, crash_loop=False, wanted=True)
-        state = await self.units.get_state(unit)
-        if state.active_state == "failed":
-            await self.units.reset_failed(unit)
+        prepared, state = await self._prepare_to_run(name)
         if state.active_state == "active":
-            saved = self.store.load(name)
-            if saved.hash == prepared.rendered.hash:
+            if self.store.load(name).hash == prepared.rendered.hash:
                 return self.status_of(prepared.deployment, state)
             return await self._run_job(name, self.units.restart, wait, timeout, progress)
         return await self._run_job(name, self.units.start, wait, timeout, progress)
@@ -120,14 +111,21 @@ class Deployments:
     async def restart(
         self, name: str, *, wait: bool = True, timeout: float | None = None, progress: Progress = lambda _: None
     ) -> DeploymentStatus:
+        await self._prepare_to_run(name)
+        return await self._run_job(name, self.units.restart, wait, timeout, progress)
+
+    async def _prepare_to_run(self, name: str) -> tuple[Prepared, UnitState]:
+        """Render (reloading systemd if the drop-in changed), forget old failures, clear a failed unit."""
         prepared = self.prepare(name)
         if prepared.changed:
             await self.units.reload()
+        # A manual start is the operator's word that the cause is fixed: forget old failures.
         self.store.update(name, startup_failures=0, failing_since=0.0, crash_loop=False, wanted=True)
         unit = unit_name(name)
-        if (await self.units.get_state(unit)).active_state == "failed":
+        state = await self.units.get_state(unit)
+        if state.active_state == "failed":
             await self.units.reset_failed(unit)
-        return await self._run_job(name, self.units.restart, wait, timeout, progress)
+        return prepared, state
 
     async def stop(self, name: str) -> DeploymentStatus:
         unit = unit_name(name)
@@ -138,19 +136,24 @@ class Deployments:
 
     async def remove(self, name: str) -> list[Path]:
         """Stop the unit, then remove its drop-in, its file and its state. Returns what went."""
+        removed = await self.discard(name)
+        if remove_if_exists(self.config.deployment_file(name)):
+            removed.append(self.config.deployment_file(name))
+        await self.units.reload()
+        return removed
+
+    async def discard(self, name: str) -> list[Path]:
+        """Stop the unit and remove what the agent wrote for it (drop-in, state), not its file.
+        The caller reloads systemd, once per batch."""
         unit = unit_name(name)
         await self.units.stop(unit)
         await self.units.reset_failed(unit)
-        removed = []
         dropin = dropin_path(self.config, name)
-        for path in (dropin, self.config.deployment_file(name), self.store.path(name)):
-            if remove_if_exists(path):
-                removed.append(path)
+        removed = [path for path in (dropin, self.store.path(name)) if remove_if_exists(path)]
         try:
             dropin.parent.rmdir()
         except OSError:
             pass  # an operator's own drop-ins stay
-        await self.units.reload()
         return removed
 
     async def status(self, name: str) -> DeploymentStatus:

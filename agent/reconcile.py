@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from structlog.typing import FilteringBoundLogger
 
 from .configdir import Config
-from .fsutil import remove_if_exists
 from .lifecycle import Deployments
 from .names import NAME_RE, unit_name
 from .render import DROPIN_NAME, hash_of
@@ -47,16 +46,7 @@ class Reconciler:
             hashes[name] = prepared.rendered.hash
             plan.reload |= prepared.changed
         for name in self._orphans(set(managed)):
-            unit = unit_name(name)
-            await self.units.stop(unit)
-            await self.units.reset_failed(unit)
-            dropin = self.config.unit_dir / f"{unit}.d" / DROPIN_NAME
-            remove_if_exists(dropin)
-            try:
-                dropin.parent.rmdir()
-            except OSError:
-                pass  # an operator's own drop-ins stay
-            self.store.remove(name)
+            await self.deployments.discard(name)
             plan.removed.append(name)
             plan.reload = True
         if plan.reload:

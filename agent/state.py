@@ -61,6 +61,3 @@ class StateStore:
         if "phase" in changes and changes["phase"] != state.phase:
             changes.setdefault("since", time.time())
         return self.save(replace(state, **changes))
-
-    def remove(self, name: str) -> None:
-        self.path(name).unlink(missing_ok=True)
