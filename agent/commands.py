@@ -15,8 +15,10 @@ from .api import request as api_request
 from .config import MODELS_DIR
 from .configdir import Config, load_config, load_one
 from .deployfile import create
+from .desired import STOPPED
 from .errors import AgentError, DaemonUnavailable, PortUnavailable
-from .install import install_units
+from .desired import boot_target
+from .install import enable_agent, install_units
 from .lifecycle import Deployments
 from .names import check_name
 from .plugins import Plugins, make_plugin_manager
@@ -118,6 +120,8 @@ async def init(config: Config, units: UnitManager) -> int:
     await units.reload()
     for path in written:
         print(f"installed {path}")
+    if enable_agent(config):
+        print(f"enabled vllm-agent.service ({boot_target(config.user)})")
     scope = "--user " if config.user else ""
     print(f"ready: units in {config.unit_dir}, deployments in {config.path / MODELS_DIR}")
     print(f"next: vllm-agent {scope}deploy NAME --model ORG/MODEL")
@@ -145,6 +149,7 @@ async def deploy(
     deployments = Deployments(config, units, plugins)
     if args.no_start:
         prepared = deployments.prepare(args.name)
+        deployments.desired.set(args.name, STOPPED)  # the daemon must not start it either
         if prepared.changed:
             await units.reload()
         print(f"not started; start it with: vllm-agent start {args.name}")

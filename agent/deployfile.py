@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from typing import Any
 
 import tomli_w
@@ -11,7 +12,8 @@ from .config import MODELS_DIR, Deployment
 from .configdir import Config, deployment_from_data, format_errors
 from .errors import ConfigError, DeploymentExists
 from .fsutil import write_atomic
-from .names import check_model_id, check_name
+from .lock import config_lock
+from .names import NAME_RE, check_model_id, check_name
 from .ports import allocate_port
 
 
@@ -21,17 +23,23 @@ def create(config: Config, name: str, data: dict[str, Any], *, replace: bool = F
     check_model_id(data.get("model", ""))
     path = config.deployment_file(name)
     label = f"{MODELS_DIR}/{name}.toml"
-    if path.exists() and not replace:
-        raise DeploymentExists(
-            f"{label} already exists",
-            hint=f"use 'vllm-agent start {name}' to start it, or remove it first with 'vllm-agent remove {name}'",
-        )
     try:
         deployment = deployment_from_data(name, data, config.settings)
     except ValidationError as err:
         raise ConfigError(format_errors(label, err, Deployment)) from None
     header = f"# Deployment {name}, written by 'vllm-agent deploy'. Edit freely; 'vllm-agent validate' checks it.\n"
-    write_atomic(path, header + tomli_w.dumps(data))
+    with config_lock(config.path):
+        if path.exists() and not replace:
+            raise DeploymentExists(
+                f"{label} already exists",
+                hint=f"use 'vllm-agent start {name}' to start it, or remove it first with 'vllm-agent remove {name}'",
+            )
+        if deployment.port is not None and (holder := ports_on_disk(config, exclude=name).get(deployment.port)):
+            raise ConfigError(
+                [f"{label}: port: {deployment.port} is already the port of {MODELS_DIR}/{holder}.toml"],
+                hint="choose another port, or leave it out to get a free one",
+            )
+        write_atomic(path, header + tomli_w.dumps(data))
     return deployment
 
 
@@ -40,13 +48,44 @@ def assign_port(config: Config, deployment: Deployment) -> Deployment:
     so it stays stable across restarts and hosts that read the file."""
     if deployment.port is not None:
         return deployment
-    taken = {d.port for d in config.deployments.values() if d.port is not None and d.name != deployment.name}
-    port = allocate_port(config.settings.port_range, taken)
     path = config.deployment_file(deployment.name)
-    write_atomic(path, with_top_level_key(path.read_text(), "port", port))
+    with config_lock(config.path):
+        # Decide from the files as they are now, not from the view loaded before the lock:
+        # another vllm-agent may have assigned a port meanwhile, to this deployment too.
+        text = path.read_text()
+        own = _port_in(text)
+        if own is None:
+            port = allocate_port(config.settings.port_range, set(ports_on_disk(config, exclude=deployment.name)))
+            write_atomic(path, with_top_level_key(text, "port", port))
+        else:
+            port = own
     updated = deployment.model_copy(update={"port": port})
     config.deployments[deployment.name] = updated
     return updated
+
+
+def ports_on_disk(config: Config, *, exclude: str = "") -> dict[int, str]:
+    """Port -> deployment, for every deployment file as it is on disk now (read under the lock)."""
+    found: dict[int, str] = {}
+    models = config.path / MODELS_DIR
+    for file in sorted(models.glob("*.toml")) if models.is_dir() else ():
+        if file.stem == exclude or not NAME_RE.fullmatch(file.stem):
+            continue
+        try:
+            port = _port_in(file.read_text())
+        except (OSError, UnicodeDecodeError):
+            continue  # validate reports it; its port cannot be known
+        if port is not None:
+            found.setdefault(port, file.stem)
+    return found
+
+
+def _port_in(text: str) -> int | None:
+    try:
+        port = tomllib.loads(text).get("port")
+    except tomllib.TOMLDecodeError:
+        return None
+    return port if isinstance(port, int) and not isinstance(port, bool) else None
 
 
 def with_top_level_key(text: str, key: str, value: int) -> str:

@@ -11,10 +11,12 @@ from importlib import resources
 from pathlib import Path
 
 from .configdir import Config
+from .desired import boot_target
 from .fsutil import write_atomic
 from .render import agent_command
 
-TEMPLATES = ("vllm@.service", "vllm-agent.service")
+AGENT_UNIT = "vllm-agent.service"
+TEMPLATES = ("vllm@.service", AGENT_UNIT)
 PACKAGED_COMMAND = "/usr/bin/vllm-agent"
 
 
@@ -46,3 +48,17 @@ def install_units(config: Config, *, command: list[str] | None = None) -> list[P
             written.append(path)
     (config.path / "models.d").mkdir(parents=True, exist_ok=True)
     return written
+
+
+def enable_agent(config: Config) -> bool:
+    """Enable vllm-agent.service as `systemctl enable` would; True when the link was new.
+
+    Deployments come back at boot by themselves (their instances are enabled); the daemon
+    coming back too converges whatever changed while the host was down.
+    """
+    link = config.unit_dir / f"{boot_target(config.user)}.wants" / AGENT_UNIT
+    if link.is_symlink():
+        return False
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(config.unit_dir / AGENT_UNIT)
+    return True

@@ -12,6 +12,7 @@ from pathlib import Path
 from .config import Deployment
 from .configdir import Config
 from .deployfile import assign_port
+from .desired import RUNNING, STOPPED, DesiredStates
 from .errors import GpuError, StartFailed
 from .fsutil import remove_if_exists, write_atomic
 from .names import unit_name
@@ -43,6 +44,7 @@ class Deployments:
         self.plugins = plugins
         self.command = command
         self.store = StateStore(config.state_dir)
+        self.desired = DesiredStates(config.state_dir, config.unit_dir, user=config.user)
 
     # Rendering -------------------------------------------------------------------------------
 
@@ -69,9 +71,12 @@ class Deployments:
             self.config.settings.log_dir.mkdir(parents=True, exist_ok=True)
         path = dropin_path(self.config, name)
         current = path.read_text() if path.exists() else None
-        if current != rendered.text:
+        # The hash covers what the deployment decides, not where this vllm-agent is installed:
+        # a CLI and a daemon from two installs must not keep rewriting (and restarting) it.
+        changed = current is None or hash_of(current) != rendered.hash
+        if changed:
             write_atomic(path, rendered.text)
-        return Prepared(self.config.deployments[name], rendered, changed=current != rendered.text)
+        return Prepared(self.config.deployments[name], rendered, changed=changed)
 
     def _devices(self, deployment: Deployment) -> list[str] | None:
         wanted = deployment.gpus
@@ -117,10 +122,11 @@ class Deployments:
     async def _prepare_to_run(self, name: str) -> tuple[Prepared, UnitState]:
         """Render (reloading systemd if the drop-in changed), forget old failures, clear a failed unit."""
         prepared = self.prepare(name)
+        self.desired.set(name, RUNNING)
         if prepared.changed:
             await self.units.reload()
         # A manual start is the operator's word that the cause is fixed: forget old failures.
-        self.store.update(name, startup_failures=0, failing_since=0.0, crash_loop=False, wanted=True)
+        self.store.update(name, startup_failures=0, failing_since=0.0, crash_loop=False)
         unit = unit_name(name)
         state = await self.units.get_state(unit)
         if state.active_state == "failed":
@@ -129,9 +135,10 @@ class Deployments:
 
     async def stop(self, name: str) -> DeploymentStatus:
         unit = unit_name(name)
+        self.desired.set(name, STOPPED)  # first: a reconcile meanwhile must not start it again
         await self.units.stop(unit)
         await self.units.reset_failed(unit)
-        self.store.update(name, phase="stopped", reason="", hint="", wanted=False)
+        self.store.update(name, phase="stopped", reason="", hint="")
         return await self.status(name)
 
     async def remove(self, name: str) -> list[Path]:
@@ -146,6 +153,7 @@ class Deployments:
         """Stop the unit and remove what the agent wrote for it (drop-in, state), not its file.
         The caller reloads systemd, once per batch."""
         unit = unit_name(name)
+        self.desired.forget(name)
         await self.units.stop(unit)
         await self.units.reset_failed(unit)
         dropin = dropin_path(self.config, name)
@@ -161,12 +169,13 @@ class Deployments:
         return self.status_of(deployment, await self.units.get_state(unit_name(name)))
 
     def status_of(self, deployment: Deployment, unit: UnitState) -> DeploymentStatus:
-        desired = ""
+        rendered_hash = ""
         if deployment.port is not None:
             path = dropin_path(self.config, deployment.name)
             if path.exists():
-                desired = hash_of(path.read_text()) or ""
-        return classify(deployment, unit, self.store.load(deployment.name), desired)
+                rendered_hash = hash_of(path.read_text()) or ""
+        saved = self.store.load(deployment.name)
+        return classify(deployment, unit, saved, rendered_hash, self.desired.get(deployment.name))
 
     # Waiting ---------------------------------------------------------------------------------
 

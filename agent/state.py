@@ -31,7 +31,6 @@ class DeploymentState:
     startup_failures: int = 0  # consecutive starts that never became ready
     failing_since: float = 0.0  # when the first of those starts began (epoch seconds)
     crash_loop: bool = False
-    wanted: bool = True  # False after `vllm-agent stop`: the daemon does not start it again
     visible_devices: list[str] = field(default_factory=list)
     tests: list[dict[str, Any]] = field(default_factory=list)
     health: list[dict[str, Any]] = field(default_factory=list)

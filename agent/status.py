@@ -9,6 +9,7 @@ from . import statusline
 from .config import Deployment
 from .state import DeploymentState
 from .systemd.model import UnitState
+from .urls import http_url
 
 State = Literal["stopped", "starting", "ready", "unhealthy", "failed", "crash-loop"]
 
@@ -29,6 +30,7 @@ class DeploymentStatus:
     active_state: str = ""
     sub_state: str = ""
     stale: bool = False
+    desired: str = "running"  # what the operator asked for: running or stopped
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -40,15 +42,21 @@ class DeploymentStatus:
 
 
 def classify(
-    deployment: Deployment, unit: UnitState, saved: DeploymentState, desired_hash: str = ""
+    deployment: Deployment,
+    unit: UnitState,
+    saved: DeploymentState,
+    rendered_hash: str = "",
+    desired: str = "running",
 ) -> DeploymentStatus:
     state, reason, hint = _state(deployment, unit, saved)
+    if state == "stopped" and desired == "running" and unit.active_state != "deactivating":
+        reason, hint = _wanted_but_stopped(deployment.name, saved)
     running = unit.active_state in ("active", "activating", "reloading")
     return DeploymentStatus(
         name=deployment.name,
         state=state,
         model=deployment.model,
-        url=f"http://{deployment.host}:{deployment.port}" if deployment.port else "",
+        url=http_url(deployment.host, deployment.port) if deployment.port else "",
         port=deployment.port,
         pid=unit.main_pid,
         restarts=unit.n_restarts,
@@ -58,8 +66,25 @@ def classify(
         phase=saved.phase,
         active_state=unit.active_state,
         sub_state=unit.sub_state,
-        stale=bool(running and desired_hash and saved.hash and saved.hash != desired_hash),
+        stale=bool(running and rendered_hash and saved.hash and saved.hash != rendered_hash),
+        desired=desired,
     )
+
+
+# Phases a launcher records while it runs: one of these left behind means it never recorded
+# its end, so the host (or the manager) went down under it.
+_RUNNING_PHASES = ("resolving", "starting", "loading", "testing", "serving", "unhealthy")
+
+
+def _wanted_but_stopped(name: str, saved: DeploymentState) -> tuple[str, str]:
+    start = f"'vllm-agent start {name}' starts it; 'vllm-agent stop {name}' if it should stay stopped"
+    if saved.phase in _RUNNING_PHASES:
+        return f"wanted, not running since boot: it was {saved.phase} when its host went down", start
+    if saved.phase == "failed":
+        return f"wanted, not running: {saved.reason}", saved.hint or start
+    if saved.started_at:
+        return "wanted, not running: stopped outside vllm-agent (systemctl stop?)", start
+    return "wanted, not started yet", start
 
 
 def _state(deployment: Deployment, unit: UnitState, saved: DeploymentState) -> tuple[State, str, str]:

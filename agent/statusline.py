@@ -15,11 +15,18 @@ def one_line(row: Mapping[str, Any]) -> str:
         parts.append("(config changed; 'vllm-agent restart' applies it)")
     if row.get("reason"):
         parts.append(row["reason"])
-    if row.get("hint") and state in ("failed", "crash-loop", "unhealthy"):
+    if row.get("hint") and needs_operator(row):
         parts.append(f"hint: {row['hint']}")
     return "  ".join(part for part in parts if part)
 
 
 def exit_status(rows: list[Mapping[str, Any]]) -> int:
     """3 when something needs an operator, so scripts can alert on `vllm-agent status`."""
-    return 3 if any(row.get("state") in ("failed", "crash-loop", "unhealthy") for row in rows) else 0
+    return 3 if any(needs_operator(row) for row in rows) else 0
+
+
+def needs_operator(row: Mapping[str, Any]) -> bool:
+    if row.get("state") in ("failed", "crash-loop", "unhealthy"):
+        return True
+    # Wanted but not running, and nothing is starting it: after a boot without the daemon, say.
+    return row.get("state") == "stopped" and row.get("desired", "running") == "running" and bool(row.get("reason"))

@@ -1,14 +1,11 @@
 from __future__ import annotations
 
-import itertools
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness.agent_cli import AgentCli, agent_env, agent_toml, write_tiny_model_dir
-
-_ports = itertools.count(21000, 40)  # each test its own range: no port is reused in a run
+from harness.agent_cli import AgentCli, agent_env, agent_toml, next_port_range, write_tiny_model_dir
 
 
 @pytest.fixture
@@ -16,7 +13,7 @@ def agent(user_manager, tmp_path: Path) -> Iterator[AgentCli]:  # noqa: ANN001 -
     config_dir = tmp_path / "conf"
     state_dir, log_dir = tmp_path / "state", tmp_path / "logs"
     config_dir.mkdir()
-    low = next(_ports)
+    low = next_port_range()
     (config_dir / "agent.toml").write_text(
         agent_toml(
             unit_dir=user_manager.unit_dir,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -74,12 +75,24 @@ class UserManager:
     def pid(self) -> int:
         return self._process.pid
 
+    @property
+    def config_unit_dir(self) -> Path:
+        """The user's own unit directory ($XDG_CONFIG_HOME/systemd/user): it survives a reboot,
+        where the runtime one (like /run) does not."""
+        return self.base_dir / "config" / "systemd" / "user"
+
     @classmethod
-    def boot(cls, parent: Path | None = None, *, timeout: float = BOOT_TIMEOUT) -> UserManager:
+    def boot(
+        cls, parent: Path | None = None, *, timeout: float = BOOT_TIMEOUT, base_dir: Path | None = None
+    ) -> UserManager:
+        """Boot a manager; with ``base_dir`` (of one that lost power), boot again on its
+        directories, with an empty runtime directory as after a reboot."""
         reason = user_manager_available()
         if reason:
             raise UserManagerError(reason)
-        base_dir = Path(tempfile.mkdtemp(prefix="vllm-agent-um-", dir=parent))
+        if base_dir is None:
+            base_dir = Path(tempfile.mkdtemp(prefix="vllm-agent-um-", dir=parent))
+        shutil.rmtree(base_dir / "runtime", ignore_errors=True)
         (base_dir / "runtime").mkdir(mode=0o700)
         log_path = base_dir / "manager.log"
         cgroups = [hierarchy / base_dir.name for hierarchy in _process_tracking_hierarchies()]
@@ -174,6 +187,37 @@ class UserManager:
             self.systemctl("stop", *units)
             self.systemctl("reset-failed", *units, check=False)
         return units
+
+    def power_loss(self) -> Path:
+        """SIGKILL the manager and every process of its units at once, as a power cut would:
+        no unit is stopped and nothing is told. Returns the base directory, which stays for
+        ``UserManager.boot(base_dir=...)``."""
+        deadline = time.monotonic() + EXIT_TIMEOUT
+        while pids := self._cgroup_pids():
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if time.monotonic() > deadline:
+                raise UserManagerError(f"processes survived SIGKILL: {sorted(pids)}")
+            time.sleep(0.05)
+        self._process.wait(timeout=EXIT_TIMEOUT)
+        LONG_LIVED_CHILDREN.discard(self.pid)
+        for cgroup in self.cgroups:
+            _remove_cgroup(cgroup)
+        return self.base_dir
+
+    def _cgroup_pids(self) -> set[int]:
+        pids: set[int] = set()
+        for cgroup in self.cgroups:
+            for directory, _subdirs, files in os.walk(cgroup):
+                if "cgroup.procs" in files:
+                    try:
+                        pids.update(int(line) for line in Path(directory, "cgroup.procs").read_text().split())
+                    except OSError:
+                        continue  # removed meanwhile
+        return pids
 
     def close(self) -> None:
         """Stop the units tests started, exit the manager, remove its directories."""
