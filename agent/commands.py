@@ -28,6 +28,7 @@ from .state import StateStore
 from .status import DeploymentStatus, one_line
 from .statusline import exit_status
 from .systemd.model import UnitManager
+from .urls import local_url
 from .validate import problems_in
 
 Connect = Callable[[bool], Awaitable[UnitManager]]
@@ -215,7 +216,7 @@ async def test(config: Config, units: UnitManager, plugins: Plugins, name: str, 
         status = await Deployments(config, units, plugins).status(name)
         if status.state not in ("ready", "unhealthy"):
             raise AgentError(f"{name} is {status.state}, not serving", hint=f"start it with 'vllm-agent start {name}'")
-        url = status.url.replace("://0.0.0.0:", "://127.0.0.1:")
+        url = local_url(deployment.host, deployment.port or 0)
     api_key = None
     if config.settings.credentials_dir and (config.settings.credentials_dir / "api_key").is_file():
         api_key = (config.settings.credentials_dir / "api_key").read_text().strip() or None

@@ -30,6 +30,8 @@ def agent(user_manager, tmp_path: Path) -> Iterator[AgentCli]:  # noqa: ANN001 -
     user_manager.stop_all("vllm@*")
     for dropins in user_manager.unit_dir.glob("vllm@*.service.d"):
         shutil.rmtree(dropins)
+    for link in user_manager.unit_dir.glob("*.target.wants/vllm*"):
+        link.unlink()  # enablement: the next test starts from none
     user_manager.systemctl("reset-failed", check=False)
     user_manager.daemon_reload()
 
