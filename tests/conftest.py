@@ -16,10 +16,39 @@ from pathlib import Path
 
 import pytest
 from harness import LONG_LIVED_CHILDREN, UserManager, user_manager_available
+from harness.ci import allowed_in_ci, in_ci, missing
 
 TESTS = Path(__file__).parent
 TIERS = ("unit", "systemd", "e2e", "vllm")
 _SETTLE_GRACE = 1.0  # seconds a just-stopped child may take to be reaped
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # noqa: ANN001
+    bad = _skips_not_allowed_in_ci(terminalreporter)
+    if bad:
+        terminalreporter.write_line(f"CI: {len(bad)} skip(s) not allowed in CI (tests/harness/ci.py):", red=True)
+        for line in bad:
+            terminalreporter.write_line(f"  {line}", red=True)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI, a skip that is not on the short allowlist fails the run: a tier that silently did
+    not run is not a green run."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if exitstatus == 0 and reporter is not None and _skips_not_allowed_in_ci(reporter):
+        session.exitstatus = 1
+
+
+def _skips_not_allowed_in_ci(reporter) -> list[str]:  # noqa: ANN001 - pytest's TerminalReporter
+    if not in_ci():
+        return []
+    bad = []
+    for report in reporter.stats.get("skipped", []):
+        reason = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if not allowed_in_ci(reason):
+            bad.append(f"{report.nodeid}: {reason}")
+    return bad
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -43,9 +72,7 @@ def user_manager() -> Iterator[UserManager]:
     """
     reason = user_manager_available()
     if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs a systemd user manager: {reason}")
-        pytest.skip(reason)
+        missing(f"a systemd user manager: {reason}")
     manager = UserManager.boot()
     saved = {name: os.environ.get(name) for name in ("XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS")}
     os.environ["XDG_RUNTIME_DIR"] = str(manager.runtime_dir)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -185,13 +187,38 @@ def test_a_damaged_tokenizer_json_is_named(model: Path) -> None:
         check_model_dir(model)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every directory")
-def test_an_unreadable_directory_says_the_service_user_needs_access(model: Path) -> None:
-    model.chmod(0)
+def test_an_unreadable_directory_says_the_service_user_needs_access() -> None:
+    # Root reads every directory: as root (CI), the check runs in a child that became nobody.
+    base = Path(tempfile.mkdtemp(prefix="vllm-agent-unreadable-"))
     try:
-        with pytest.raises(ModelSourceError) as caught:
-            check_model_dir(model)
+        base.chmod(0o755)
+        model = make_model(base / "model")
+        model.chmod(0)
+        message, hint = _check_as_unprivileged(model)
     finally:
-        model.chmod(0o755)
-    assert "permission denied" in caught.value.message
-    assert "service user" in caught.value.hint
+        shutil.rmtree(base, ignore_errors=True)
+    assert "permission denied" in message
+    assert "service user" in hint
+
+
+def _check_as_unprivileged(model: Path) -> list[str]:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to nobody, check, report through the pipe, never return
+        try:
+            if os.geteuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            try:
+                check_model_dir(model)
+                found = ["", ""]
+            except ModelSourceError as err:
+                found = [err.message, err.hint or ""]
+            os.write(write, json.dumps(found).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        answer = pipe.read()
+    os.waitpid(pid, 0)
+    return json.loads(answer)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from harness.agent_cli import AgentCli, agent_env
+from harness.ci import missing
 from harness.real_vllm import MODEL_DIR, REPO, VLLM_PYTHON, vllm_unavailable
 
 
@@ -17,9 +18,7 @@ from harness.real_vllm import MODEL_DIR, REPO, VLLM_PYTHON, vllm_unavailable
 def tiny_model() -> Path:
     reason = vllm_unavailable()
     if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI needs real vLLM: {reason}")
-        pytest.skip(reason)
+        missing(f"real vLLM: {reason}")
     done = subprocess.run(
         [str(VLLM_PYTHON), str(REPO / "scripts" / "build_tiny_model.py"), str(MODEL_DIR), "--seed", "0"],
         capture_output=True,
