@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .names import NAME_RE, is_path_model, model_id_problem
-from .unitescape import describe_char, refused_char
 from .paths import (  # noqa: F401 - re-exported: the paths belong with the settings they default
     ENV_CONFIG_DIR,
     SYSTEM_CONFIG_DIR,
@@ -24,6 +23,7 @@ from .paths import (  # noqa: F401 - re-exported: the paths belong with the sett
     default_unit_dir,
     resolve_config_dir,
 )
+from .unitescape import describe_char, refused_char
 
 AGENT_FILE = "agent.toml"
 MODELS_DIR = "models.d"
@@ -269,7 +269,7 @@ class Deployment(Strict):
     @field_validator("env")
     @classmethod
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, item in value.items():
+        for key in value:
             if not _ENV_NAME.fullmatch(key):
                 raise ValueError(f"{key!r} is not a valid environment variable name")
             if _SECRET_ENV.search(key):

@@ -73,8 +73,7 @@ def render(
     argv = program + launcher + engine_argv(deployment, settings)
 
     unit = [
-        "Description="
-        + unitescape.plain(f"vLLM deployment {deployment.name} ({deployment.model})", "model"),
+        "Description=" + unitescape.plain(f"vLLM deployment {deployment.name} ({deployment.model})", "model"),
         # The burst counts starts, not restarts: the first start plus max_restarts restarts.
         f"StartLimitIntervalSec={_seconds(restart.window)}",
         f"StartLimitBurst={restart.max_restarts + 1}",
