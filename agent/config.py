@@ -23,6 +23,7 @@ from .paths import (  # noqa: F401 - re-exported: the paths belong with the sett
     default_unit_dir,
     resolve_config_dir,
 )
+from .unitescape import describe_char, refused_char
 
 AGENT_FILE = "agent.toml"
 MODELS_DIR = "models.d"
@@ -32,8 +33,72 @@ PositiveSeconds = Annotated[float, Field(gt=0)]
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Environment= is world-readable through `systemctl show`; secrets go through credentials.
 _SECRET_ENV = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|APIKEY|CREDENTIAL)", re.IGNORECASE)
-_SECRET_ARGS = ("--api-key", "--hf-token")
+# vLLM's FlexibleArgumentParser reads `--api_key` as `--api-key`, takes `--api-key=X` and
+# `--api-key.a X` (JSON dict form), and argparse expands unambiguous abbreviations (`--api-k`).
+# Each flag maps to the shortest prefix refused: shorter ones are ambiguous in every vLLM.
+_SECRET_FLAGS = {"--api-key": "--ap", "--hf-token": "--hf-t"}
+# GPU indexes, UUIDs (GPU-..., MIG-...), MIG's older GPU-UUID/GI/CI form.
+_GPU_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._/-]{0,127}")
 _HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+
+def secret_flag(arg: str) -> str | None:
+    """The secret vLLM flag that ``arg`` spells, in any form vLLM's parser accepts, or None."""
+    if not arg.startswith("--"):
+        return None
+    name = arg.split("=", 1)[0].split(".", 1)[0].replace("_", "-")
+    for flag, shortest in _SECRET_FLAGS.items():
+        if name.startswith(shortest) and flag.startswith(name):
+            return flag
+    return None
+
+
+def _no_secret_flags(args: list[str]) -> list[str]:
+    for item in args:
+        flag = secret_flag(item)
+        if flag is not None:
+            written = item.split("=", 1)[0]
+            spelled = written if written == flag else f"{written} (vLLM reads it as {flag})"
+            raise ValueError(
+                f"{spelled} puts a secret on the command line, which every user can read; "
+                f"put it in the credentials directory instead (CONFIG_DIR/credentials/{flag[2:].replace('-', '_')})"
+            )
+    return args
+
+
+def control_problem(data: Any, key: str = "") -> str | None:
+    """The first string (value or key) anywhere in ``data`` that holds a control character, as a
+    one-line problem naming its key; None when there is none. Unit files and sd_notify are
+    line-based: such text could add a directive, so it is refused everywhere."""
+    if isinstance(data, str):
+        char = refused_char(data)
+        if char is None:
+            return None
+        shown = repr(data) if len(data) <= 120 else repr(data[:117]) + "..."
+        return f"{key or 'value'}: must not contain control characters, found {describe_char(char)} in {shown}"
+    if isinstance(data, dict):
+        for name, item in data.items():
+            name = str(name)
+            char = refused_char(name)
+            if char is not None:
+                where = f"{key}: key" if key else "key"
+                return f"{where} {name!r} must not contain control characters, found {describe_char(char)}"
+            found = control_problem(item, f"{key}.{name}" if key else name)
+            if found:
+                return found
+    elif isinstance(data, (list, tuple)):
+        for index, item in enumerate(data):
+            found = control_problem(item, f"{key}[{index}]")
+            if found:
+                return found
+    return None
+
+
+def _refuse_control_characters(data: Any) -> Any:
+    problem = control_problem(data)
+    if problem:
+        raise ValueError(problem)
+    return data
 
 
 class Strict(BaseModel):
@@ -67,6 +132,8 @@ class StartupSettings(Strict):
 class EngineSettings(Strict):
     command: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=lambda: ["vllm", "serve"], min_length=1)
 
+    _secrets = field_validator("command")(_no_secret_flags)
+
 
 class PluginSettings(Strict):
     block: list[str] = Field(default_factory=list)
@@ -94,6 +161,8 @@ class AgentSettings(Strict):
     restart: RestartSettings = Field(default_factory=RestartSettings)
     startup: StartupSettings = Field(default_factory=StartupSettings)
 
+    _control = model_validator(mode="before")(_refuse_control_characters)
+
     @field_validator("port_range")
     @classmethod
     def _ordered(cls, value: tuple[int, int]) -> tuple[int, int]:
@@ -106,11 +175,19 @@ class AgentSettings(Strict):
     def _absolute(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_absolute():
             raise ValueError(f"must be an absolute path, got {str(value)!r}")
+        if value is not None and ".." in value.parts:
+            # systemd ignores a LoadCredential= or StandardOutput= path that is not normalised.
+            raise ValueError(f"must be a normalised path without '..', got {str(value)!r}")
         return value
 
 
 class EngineSection(Strict):
     command: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)
+
+    @field_validator("command")
+    @classmethod
+    def _secrets(cls, value: list[str] | None) -> list[str] | None:
+        return value if value is None else _no_secret_flags(value)
 
 
 class TestSpec(BaseModel):
@@ -153,6 +230,8 @@ class Deployment(Strict):
     # None: the default smoke test; [] (`tests = []`): no post-start tests at all.
     tests: list[TestSpec] | None = None
 
+    _control = model_validator(mode="before")(_refuse_control_characters)
+
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
@@ -190,7 +269,7 @@ class Deployment(Strict):
     @field_validator("env")
     @classmethod
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, item in value.items():
+        for key in value:
             if not _ENV_NAME.fullmatch(key):
                 raise ValueError(f"{key!r} is not a valid environment variable name")
             if _SECRET_ENV.search(key):
@@ -198,21 +277,16 @@ class Deployment(Strict):
                     f"{key!r} looks like a secret; environment values are visible to every user in "
                     "'systemctl show'. Put it in the credentials directory instead (e.g. hf_token, api_key)"
                 )
-            if "\n" in item or "\x00" in item:
-                raise ValueError(f"{key}: value must be one line")
         return value
 
-    @field_validator("args")
+    _args = field_validator("args")(_no_secret_flags)
+
+    @field_validator("gpus")
     @classmethod
-    def _args(cls, value: list[str]) -> list[str]:
-        for item in value:
-            if "\n" in item or "\x00" in item:
-                raise ValueError(f"each argument must be one line, got {item!r}")
-            if item.split("=", 1)[0] in _SECRET_ARGS:
-                raise ValueError(
-                    f"{item.split('=', 1)[0]} puts a secret on the command line, which every user can read; "
-                    "put it in the credentials directory instead (api_key, hf_token)"
-                )
+    def _gpu_ids(cls, value: int | list[int | str] | None) -> int | list[int | str] | None:
+        for item in value if isinstance(value, list) else []:
+            if isinstance(item, int) and item < 0 or isinstance(item, str) and not _GPU_ID.fullmatch(item):
+                raise ValueError(f"each GPU must be an index (0, 1, ...) or a UUID (GPU-..., MIG-...), got {item!r}")
         return value
 
     @model_validator(mode="after")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from .names import NAME_RE
 
 # Deployment tables whose defaults come from agent.toml.
 _INHERITED = ("health", "restart", "startup")
+CREDENTIALS_DIR = "credentials"  # in the config directory, unless agent.toml says otherwise
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,15 @@ def load_one(path: Path, name: str, *, user: bool = False) -> Config:
 
 
 def load_settings(path: Path, problems: list[str]) -> AgentSettings:
+    settings = _read_settings(path, problems)
+    if settings.credentials_dir is None:
+        # As documented: CONFIG_DIR/credentials/{api_key,hf_token} reach the engine (LoadCredential=).
+        default = Path(os.path.abspath(path)) / CREDENTIALS_DIR
+        settings = settings.model_copy(update={"credentials_dir": default})
+    return settings
+
+
+def _read_settings(path: Path, problems: list[str]) -> AgentSettings:
     if path.exists() and not path.is_dir():
         problems.append(f"{path}: the config directory is not a directory")
         return AgentSettings()
@@ -194,7 +205,9 @@ def _key_path(loc: tuple[Any, ...], model: type[BaseModel]) -> str:
         elif _is_union_tag(part):
             continue
         else:
-            parts.append(("." if parts else "") + str(part))
+            # A key from the file may hold anything TOML allows: keep the line one line.
+            name = str(part) if str(part).isprintable() else repr(str(part))
+            parts.append(("." if parts else "") + name)
     return "".join(parts)
 
 

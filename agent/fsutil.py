@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
 
 def write_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``text``. A symlink keeps its link: the write goes to its target.
+    An existing file keeps its mode (an operator's 0600 stays 0600); a new one gets ``mode``."""
+    path = Path(os.path.realpath(path))
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        pass
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

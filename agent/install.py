@@ -6,10 +6,11 @@ must run this very installation of vllm-agent.
 
 from __future__ import annotations
 
-import shlex
+import os
 from importlib import resources
 from pathlib import Path
 
+from . import unitescape
 from .configdir import Config
 from .desired import boot_target
 from .fsutil import write_atomic
@@ -23,10 +24,10 @@ PACKAGED_COMMAND = "/usr/bin/vllm-agent"
 def unit_text(template: str, *, user: bool, command: list[str] | None = None, config_dir: Path | None = None) -> str:
     text = resources.files("vllm_agent").joinpath("unitfiles", template).read_text()
     if config_dir is not None:
-        text = text.replace("%E/vllm-agent", str(config_dir).replace("%", "%%"))
-    launcher = " ".join(shlex.quote(part) for part in (command or agent_command()))
+        # The templates' own ExecStart= is "/usr/bin/vllm-agent --config-dir %E/vllm-agent ...".
+        text = text.replace("%E/vllm-agent", unitescape.exec_word(os.path.abspath(config_dir), "--config-dir"))
+    launcher = unitescape.exec_line([*(command or agent_command()), *(["--user"] if user else [])])
     if user:
-        launcher += " --user"
         # A user manager has no multi-user.target; default.target is its equivalent.
         text = text.replace("WantedBy=multi-user.target", "WantedBy=default.target")
     return text.replace(PACKAGED_COMMAND, launcher)
@@ -41,7 +42,7 @@ def install_units(config: Config, *, command: list[str] | None = None) -> list[P
         if template == "vllm-agent.service" and config.settings.log_dir is not None:
             # Hosts without journald: the daemon's lines go where the deployments' do.
             config.settings.log_dir.mkdir(parents=True, exist_ok=True)
-            log = str(config.settings.log_dir / "vllm-agent.log").replace("%", "%%")
+            log = unitescape.plain(str(config.settings.log_dir / "vllm-agent.log"), "agent.toml: log_dir")
             text = text.replace("[Service]\n", f"[Service]\nStandardOutput=append:{log}\nStandardError=inherit\n", 1)
         if not path.exists() or path.read_text() != text:
             write_atomic(path, text)

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
+
+from .unitescape import notify_text
+
+_FIELD = re.compile(r"[A-Z_]+")
+STATUS_LIMIT = 400  # characters of STATUS=: `systemctl status` shows one line
 
 
 class Notifier:
@@ -25,9 +31,18 @@ class Notifier:
         return int(os.environ.get("WATCHDOG_USEC", "0") or 0)
 
     def send(self, **fields: str | int) -> None:
-        message = "\n".join(f"{key.upper()}={value}" for key, value in fields.items())
-        if "STATUS" in (key.upper() for key in fields):
-            self.last_status = str(fields.get("status", fields.get("STATUS", "")))
+        """One datagram of ``KEY=value`` lines. Every value is made one printable line, so no
+        text (the engine's included) can add a field such as READY=1 or MAINPID=."""
+        lines = []
+        for key, value in fields.items():
+            name = key.upper()
+            if not _FIELD.fullmatch(name):
+                raise ValueError(f"not an sd_notify field name: {key!r}")
+            text = notify_text(str(value), STATUS_LIMIT if name == "STATUS" else 100)
+            if name == "STATUS":
+                self.last_status = text
+            lines.append(f"{name}={text}")
+        message = "\n".join(lines)
         if self._socket is not None and self._address is not None:
             try:
                 self._socket.sendto(message.encode(), self._address)
@@ -35,7 +50,7 @@ class Notifier:
                 pass  # systemd went away; nothing useful to do from here
 
     def status(self, text: str) -> None:
-        self.send(status=text.replace("\n", " ")[:400])
+        self.send(status=text)
 
     def ready(self, text: str) -> None:
         self.send(ready=1, status=text)

@@ -17,12 +17,10 @@ def default_config_dir(user: bool) -> Path:
 
 
 def resolve_config_dir(explicit: str | Path | None, user: bool) -> Path:
-    """``--config-dir``, else ``$VLLM_AGENT_CONFIG_DIR``, else the scope's default."""
-    if explicit:
-        return Path(explicit)
-    if os.environ.get(ENV_CONFIG_DIR):
-        return Path(os.environ[ENV_CONFIG_DIR])
-    return default_config_dir(user)
+    """``--config-dir``, else ``$VLLM_AGENT_CONFIG_DIR``, else the scope's default; absolute,
+    because it is written into units, which systemd runs from another working directory."""
+    chosen = explicit or os.environ.get(ENV_CONFIG_DIR) or default_config_dir(user)
+    return Path(os.path.abspath(chosen))
 
 
 def default_unit_dir(user: bool) -> Path:

@@ -8,6 +8,7 @@ when a running unit is stale.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import sys
@@ -15,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import unitescape
 from .config import Deployment
 from .configdir import Config
 from .engine import engine_argv
@@ -28,6 +30,7 @@ EXIT_CONFIG = 78
 STOP_TIMEOUT = 30  # seconds for a graceful engine shutdown before the cgroup is killed
 WATCHDOG = 30  # seconds of launcher silence before systemd calls it hung
 CREDENTIALS = ("hf_token", "api_key")
+EXEC_START = "ExecStart=\0"  # where the command goes once the hash is taken (NUL: in no directive)
 
 
 @dataclass(frozen=True)
@@ -62,14 +65,15 @@ def render(
     settings = config.settings
     restart = deployment.restart
     startup = deployment.startup
-    launcher = [*(command or agent_command())]
-    if config.user:
-        launcher.append("--user")
-    launcher += ["--config-dir", str(config.path), "launch", deployment.name, "--"]
-    argv = launcher + engine_argv(deployment, settings)
+    program = [*(command or agent_command())]
+    # A relative --config-dir would mean another directory to systemd, which runs units from /.
+    config_dir = unitescape.check(os.path.abspath(config.path), "--config-dir")
+    launcher = ["--user"] if config.user else []
+    launcher += ["--config-dir", config_dir, "launch", deployment.name, "--"]
+    argv = program + launcher + engine_argv(deployment, settings)
 
     unit = [
-        f"Description=vLLM deployment {deployment.name} ({_one_line(deployment.model)})",
+        "Description=" + unitescape.plain(f"vLLM deployment {deployment.name} ({deployment.model})", "model"),
         # The burst counts starts, not restarts: the first start plus max_restarts restarts.
         f"StartLimitIntervalSec={_seconds(restart.window)}",
         f"StartLimitBurst={restart.max_restarts + 1}",
@@ -77,13 +81,16 @@ def render(
     service = [
         "Type=notify",
         "NotifyAccess=main",
-        f"Environment=VLLM_AGENT_DEPLOYMENT={deployment.name}",
+        "Environment=" + unitescape.env_assignment("VLLM_AGENT_DEPLOYMENT", deployment.name, "name"),
     ]
     for key, value in sorted(deployment.env.items()):
-        service.append(f"Environment={_quote(f'{key}={value}', exec_line=False)}")
+        service.append("Environment=" + unitescape.env_assignment(key, value))
     if visible_devices is not None:
         devices = ",".join(visible_devices)
-        service += [f"Environment=CUDA_VISIBLE_DEVICES={devices}", f"Environment=HIP_VISIBLE_DEVICES={devices}"]
+        service += [
+            "Environment=" + unitescape.env_assignment(variable, devices, "gpus")
+            for variable in ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
+        ]
     service += _credentials(config)
     service += [
         # The launcher extends this while the engine shows progress and enforces the whole
@@ -103,19 +110,27 @@ def render(
         f"RestartPreventExitStatus={EXIT_CONFIG}",
     ]
     if settings.log_dir is not None:
-        log = settings.log_dir / f"{deployment.name}.log"
-        service += [f"StandardOutput=append:{_escape_specifiers(str(log))}", "StandardError=inherit"]
-    service += ["ExecStart=", "ExecStart=" + " ".join(_quote(arg) for arg in argv)]
+        log = unitescape.plain(str(settings.log_dir / f"{deployment.name}.log"), "agent.toml: log_dir")
+        service += [f"StandardOutput=append:{log}", "StandardError=inherit"]
+    service += ["ExecStart=", EXEC_START]
 
-    extra = {section: list(lines) for section, lines in (directives or {}).items()}
+    # Plugins' directives are whole lines of their own making; still, none may add a line.
+    extra = {
+        section: [unitescape.check(line, f"unit directive [{section}]") for line in lines]
+        for section, lines in (directives or {}).items()
+    }
     unit += extra.pop("Unit", [])
     service += extra.pop("Service", [])
     sections = {"Unit": unit, "Service": service, **extra}
-    body = "\n".join(f"[{section}]\n" + "\n".join(lines) + "\n" for section, lines in sections.items())
-    digest = hashlib.sha256(body.encode()).hexdigest()[:16]
+    template = "\n".join(f"[{section}]\n" + "\n".join(lines) + "\n" for section, lines in sections.items())
+    # The hash is of the deployment, not of where this vllm-agent is installed: a CLI and a
+    # daemon from different installs render the same hash and do not keep restarting the unit.
+    portable = template.replace(EXEC_START, "ExecStart=" + unitescape.exec_line(argv[len(program) :]), 1)
+    digest = hashlib.sha256(portable.encode()).hexdigest()[:16]
+    body = template.replace(EXEC_START, "ExecStart=" + unitescape.exec_line(argv), 1)
     body = body.replace("[Service]\n", f"[Service]\nEnvironment={HASH_ENV}={digest}\n", 1)
     header = (
-        f"# Written by vllm-agent from {config.path}/models.d/{deployment.name}.toml; do not edit.\n"
+        f"# Written by vllm-agent from {config_dir}/models.d/{deployment.name}.toml; do not edit.\n"
         f"# Change that file and run 'vllm-agent start {deployment.name}' (or let the daemon reconcile).\n"
         f"# vllm-agent-hash: {digest}\n\n"
     )
@@ -134,7 +149,10 @@ def _credentials(config: Config) -> list[str]:
         return []
     # A LoadCredential= whose file is missing fails the unit, so name only the files present.
     present = [name for name in CREDENTIALS if (directory / name).is_file()]
-    lines = [f"LoadCredential={name}:{_escape_specifiers(str(directory / name))}" for name in present]
+    lines = [
+        f"LoadCredential={name}:" + unitescape.plain(str(directory / name), "agent.toml: credentials_dir")
+        for name in present
+    ]
     if "hf_token" in present:
         # huggingface_hub reads the token from this file; %d is $CREDENTIALS_DIRECTORY.
         lines.append("Environment=HF_TOKEN_PATH=%d/hf_token")
@@ -143,24 +161,3 @@ def _credentials(config: Config) -> list[str]:
 
 def _seconds(value: float) -> str:
     return f"{int(value)}s" if float(value).is_integer() else f"{int(value * 1000)}ms"
-
-
-def _one_line(text: str) -> str:
-    return _escape_specifiers(text.replace("\n", " "))
-
-
-def _escape_specifiers(text: str) -> str:
-    return text.replace("%", "%%")
-
-
-_SAFE = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
-
-
-def _quote(arg: str, *, exec_line: bool = True) -> str:
-    """Quote one word for ExecStart= (% and $ are systemd's there) or Environment= (% only)."""
-    escaped = arg.replace("%", "%%")
-    if exec_line:
-        escaped = escaped.replace("$", "$$")
-    if _SAFE.fullmatch(escaped):
-        return escaped
-    return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -7,7 +7,8 @@ group is SIGKILLed and the program reaped before control returns, so a backgroun
 it started dies with it. A process that leaves the group on purpose (``setsid``) is beyond reach.
 
 Also the options and path handling both runners use: ``path`` relative to CONFIG_DIR/tests.d,
-``args`` a list of strings, and the VLLM_AGENT_* environment.
+``args`` a list of strings, ``api_key`` (true: the program gets the deployment's key as
+VLLM_API_KEY; without it, it never sees the key), and the VLLM_AGENT_* environment.
 """
 
 from __future__ import annotations
@@ -224,11 +225,22 @@ def option_problems(spec: TestSpec, runner: str, known: Sequence[str]) -> list[s
     args = options.get("args", [])
     if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
         problems.append(f"args: must be a list of strings, got {args!r}")
+    if not isinstance(options.get("api_key", False), bool):
+        problems.append(f"api_key: must be true or false, got {options['api_key']!r}")
     return problems
 
 
-def program_env(target: EngineTarget, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The agent's environment, less systemd's private variables, plus what a test needs."""
+def wants_api_key(spec: TestSpec) -> bool:
+    """Whether the entry asked for the key (``api_key = true``): a test program is the
+    operator's code, and the key goes only where it was asked for."""
+    return spec.options.get("api_key") is True
+
+
+def program_env(
+    target: EngineTarget, base: Mapping[str, str] | None = None, *, api_key: bool = False
+) -> dict[str, str]:
+    """The agent's environment, less systemd's private variables, plus what a test needs;
+    VLLM_API_KEY only with ``api_key``."""
     env = {k: v for k, v in (os.environ if base is None else base).items() if k not in PRIVATE_ENV}
     env.pop("VLLM_API_KEY", None)
     env.update(
@@ -236,7 +248,7 @@ def program_env(target: EngineTarget, base: Mapping[str, str] | None = None) -> 
         VLLM_AGENT_MODEL=target.served_model_name,
         VLLM_AGENT_DEPLOYMENT=target.deployment,
     )
-    if target.api_key:
+    if api_key and target.api_key:
         env["VLLM_API_KEY"] = target.api_key
     return env
 

@@ -5,13 +5,14 @@
 runner = "pytest"
 path = "test_answers.py"       # file or directory, relative to CONFIG_DIR/tests.d/, or absolute
 args = ["-k", "not slow"]      # optional, passed to pytest
+api_key = true                 # optional: pass the deployment's key as VLLM_API_KEY
 ```
 
 Runs ``python -m pytest PATH -q -p no:cacheprovider --junitxml=...`` with the agent's own
 Python, in its own process group (see _subprocess), with the same environment as ``script``
-(VLLM_AGENT_URL, VLLM_AGENT_MODEL, VLLM_AGENT_DEPLOYMENT, VLLM_API_KEY). The JUnit report
-gives one outcome per test case, named like a pytest node id (``test_answers.py::test_hello``);
-the whole output goes with the first failing one.
+(VLLM_AGENT_URL, VLLM_AGENT_MODEL, VLLM_AGENT_DEPLOYMENT; VLLM_API_KEY only with
+``api_key = true``). The JUnit report gives one outcome per test case, named like a pytest
+node id (``test_answers.py::test_hello``); the whole output goes with the first failing one.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ from ._subprocess import (
     program_env,
     resolve_path,
     run_program,
+    wants_api_key,
 )
 
-OPTIONS = ("path", "args")
+OPTIONS = ("path", "args", "api_key")
 EXIT_MEANINGS = {2: "interrupted", 3: "internal error", 4: "usage error", 5: "no tests collected"}
 
 
@@ -70,7 +72,7 @@ class PytestRunner:
         path = resolve_path(spec.options["path"], context)
         root = path if path.is_dir() else path.parent
         limit = own_timeout(spec)
-        env = program_env(target)
+        env = program_env(target, api_key=wants_api_key(spec))
         env["PYTHONDONTWRITEBYTECODE"] = "1"  # the configuration directory may be read-only
         with tempfile.TemporaryDirectory(prefix="vllm-agent-pytest-") as scratch:
             report = Path(scratch) / "junit.xml"

@@ -5,12 +5,14 @@
 runner = "script"
 path = "check-answers.sh"      # relative to CONFIG_DIR/tests.d/, or absolute
 args = ["--strict"]            # optional
+api_key = true                 # optional: pass the deployment's key as VLLM_API_KEY
 timeout = 60
 ```
 
 The program sees VLLM_AGENT_URL (base URL, no trailing slash), VLLM_AGENT_MODEL (the served
-model name), VLLM_AGENT_DEPLOYMENT, and VLLM_API_KEY when the deployment has an api_key
-credential. It runs in its own process group, which is killed when it ends or times out.
+model name), VLLM_AGENT_DEPLOYMENT, and VLLM_API_KEY only when the entry says ``api_key = true``
+and the deployment has an api_key credential. It runs in its own process group, which is killed
+when it ends or times out.
 """
 
 from __future__ import annotations
@@ -23,9 +25,17 @@ from pathlib import Path
 from vllm_agent import hookimpl
 from vllm_agent.plugin_api import AgentSettings, EngineTarget, TestContext, TestOutcome, TestRunner, TestSpec
 
-from ._subprocess import describe_status, option_problems, own_timeout, program_env, resolve_path, run_program
+from ._subprocess import (
+    describe_status,
+    option_problems,
+    own_timeout,
+    program_env,
+    resolve_path,
+    run_program,
+    wants_api_key,
+)
 
-OPTIONS = ("path", "args")
+OPTIONS = ("path", "args", "api_key")
 
 
 def executable_problem(path: Path) -> str | None:
@@ -59,7 +69,10 @@ class ScriptRunner:
         limit = own_timeout(spec)
         try:
             finished = await run_program(
-                [str(path), *spec.options.get("args", [])], env=program_env(target), timeout=limit, cwd=path.parent
+                [str(path), *spec.options.get("args", [])],
+                env=program_env(target, api_key=wants_api_key(spec)),
+                timeout=limit,
+                cwd=path.parent,
             )
         except OSError as err:
             detail = f"cannot run {path}: {err.strerror or err}"

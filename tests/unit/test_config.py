@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from vllm_agent.configdir import load_config, load_one
 from vllm_agent.errors import ConfigError
+from vllm_agent.paths import resolve_config_dir
 
 
 def write(root: Path, relative: str, text: str) -> Path:
@@ -110,3 +111,78 @@ def test_tests_left_out_means_the_default_smoke_and_an_empty_list_means_none(tmp
     config = load_config(tmp_path)
     assert config.deployment("default").tests is None
     assert config.deployment("none").tests == []
+
+
+HOSTILE_FIELDS = [
+    ("env.NOTE", 'env = { NOTE = "a\\nExecStartPre=/bin/evil" }'),
+    ("args[1]", 'args = ["--x", "a\\rb"]'),
+    ("served_model_name", 'served_model_name = "tiny\\u0000"'),
+    ("revision", 'revision = "main\\u007f"'),
+    ("gpus[0]", 'gpus = ["GPU-1\\u0085"]'),
+    ("engine.command[0]", '[engine]\ncommand = ["vllm\\u001b[31m"]'),
+    ("tests[0].path", '[[tests]]\nrunner = "script"\npath = "a\\tb.sh"'),
+    ("health.checks[0]", '[health]\nchecks = ["http\\r"]'),
+]
+
+
+@pytest.mark.parametrize(("key", "toml"), HOSTILE_FIELDS, ids=[key for key, _ in HOSTILE_FIELDS])
+def test_control_characters_are_refused_in_every_field_naming_file_and_key(tmp_path: Path, key: str, toml: str) -> None:
+    write(tmp_path, "models.d/m.toml", f'model = "org/m"\n{toml}\n')
+    [line] = problems(tmp_path)
+    assert line.startswith(f"models.d/m.toml: {key}: must not contain control characters")
+    assert line.isprintable()  # one line, whatever the value held
+
+
+def test_control_characters_in_agent_toml_and_in_keys_are_refused(tmp_path: Path) -> None:
+    write(tmp_path, "agent.toml", 'log_dir = "/var/log/x\\ny"\n')
+    write(tmp_path, "models.d/m.toml", 'model = "org/m"\n"port\\r" = 1\n')
+    found = problems(tmp_path)
+    assert found[0].startswith("agent.toml: log_dir: must not contain control characters, found U+000A")
+    assert found[1].startswith("models.d/m.toml: key 'port\\r' must not contain control characters")
+    assert all(line.isprintable() for line in found)
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        *("--api-key", "--api_key", "--api-key=sk", "--api_key=sk", "--api-k", "--api-key.x"),
+        *("--hf-token", "--hf_token=hf", "--hf-tok"),
+    ],
+)
+def test_secret_flags_are_refused_in_every_spelling_vllm_accepts(tmp_path: Path, spelling: str) -> None:
+    write(tmp_path, "agent.toml", f'[engine]\ncommand = ["vllm", "serve", "{spelling}"]\n')
+    write(tmp_path, "models.d/a.toml", f'model = "org/m"\nargs = ["{spelling}", "s3cret"]\n')
+    write(tmp_path, "models.d/b.toml", f'model = "org/m"\n[engine]\ncommand = ["vllm", "serve", "{spelling}"]\n')
+    found = problems(tmp_path)
+    assert [line.split(": ", 2)[:2] for line in found] == [
+        ["agent.toml", "engine.command"],
+        ["models.d/a.toml", "args"],
+        ["models.d/b.toml", "engine.command"],
+    ]
+    assert all("puts a secret on the command line" in line for line in found)
+
+
+def test_flags_that_only_look_alike_are_accepted(tmp_path: Path) -> None:
+    write(tmp_path, "models.d/m.toml", 'model = "org/m"\nargs = ["--api-server-count", "2", "--hf-overrides", "{}"]\n')
+    assert load_config(tmp_path).deployment("m").args[0] == "--api-server-count"
+
+
+def test_paths_systemd_would_ignore_are_refused(tmp_path: Path) -> None:
+    write(tmp_path, "agent.toml", 'credentials_dir = "/etc/vllm-agent/../secrets"\n')
+    assert problems(tmp_path) == [
+        "agent.toml: credentials_dir: must be a normalised path without '..', got '/etc/vllm-agent/../secrets'"
+    ]
+
+
+def test_the_credentials_directory_defaults_to_the_config_directorys_own(tmp_path: Path) -> None:
+    assert load_config(tmp_path).settings.credentials_dir == tmp_path / "credentials"
+    write(tmp_path, "agent.toml", 'credentials_dir = "/run/secrets/va"\n')
+    assert load_config(tmp_path).settings.credentials_dir == Path("/run/secrets/va")
+
+
+def test_a_relative_config_dir_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VLLM_AGENT_CONFIG_DIR", raising=False)
+    assert resolve_config_dir("conf", user=False) == tmp_path / "conf"
+    monkeypatch.setenv("VLLM_AGENT_CONFIG_DIR", "rel/dir")
+    assert resolve_config_dir(None, user=False) == tmp_path / "rel" / "dir"

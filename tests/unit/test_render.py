@@ -5,9 +5,11 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+import pytest
 from vllm_agent.config import AgentSettings
-from vllm_agent.configdir import Config, deployment_from_data
+from vllm_agent.configdir import Config, deployment_from_data, load_config
 from vllm_agent.render import hash_of, render
+from vllm_agent.unitescape import UnsafeValue
 
 
 def make_config(tmp_path: Path, **settings: object) -> Config:
@@ -104,3 +106,50 @@ def test_log_dir_sends_output_to_a_file(tmp_path: Path) -> None:
     config = make_config(tmp_path, log_dir=tmp_path / "logs")
     text = render(config, deployment(config), command=["va"]).text
     assert f"StandardOutput=append:{tmp_path}/logs/llama.log" in text
+
+
+def test_the_hash_does_not_depend_on_where_vllm_agent_is_installed(tmp_path: Path) -> None:
+    # A CLI and a daemon from different installs must agree, or they keep restarting the unit.
+    config = make_config(tmp_path)
+    venv = render(config, deployment(config), command=["/opt/venv/bin/vllm-agent"])
+    module = render(config, deployment(config), command=["/usr/bin/python3", "-m", "vllm_agent"])
+    assert venv.text != module.text
+    assert venv.hash == module.hash
+    elsewhere = render(make_config(tmp_path / "other"), deployment(config), command=["/opt/venv/bin/vllm-agent"])
+    assert elsewhere.hash != venv.hash  # the config directory is part of the deployment
+
+
+def test_a_relative_config_dir_is_written_absolute(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.chdir(tmp_path)
+    config = Config(path=Path("conf"), user=True, settings=AgentSettings())
+    argv = exec_start(render(config, deployment(config), command=["/va"]).text)
+    assert argv[argv.index("--config-dir") + 1] == str(tmp_path / "conf")
+
+
+def test_a_lone_semicolon_and_an_empty_argument_stay_arguments(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    text = render(config, deployment(config, args=["--x", ";", "--y", ""]), command=["va"]).text
+    line = [item for item in text.splitlines() if item.startswith("ExecStart=") and item != "ExecStart="][0]
+    assert line.endswith(' --x ";" --y ""')
+
+
+def test_values_that_would_add_a_line_are_refused_not_written(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    with pytest.raises(UnsafeValue, match="gpus"):
+        render(config, deployment(config), command=["va"], visible_devices=["0\nExecStartPre=/bin/evil"])
+    with pytest.raises(UnsafeValue, match="--config-dir"):
+        render(make_config(tmp_path / "a\rb"), deployment(config), command=["va"])
+    with pytest.raises(UnsafeValue, match="unit directive"):
+        render(config, deployment(config), command=["va"], directives={"Service": ["Nice=5\nUser=root"]})
+
+
+def test_credentials_in_the_config_directory_are_loaded_by_default(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    (conf / "credentials").mkdir(parents=True)
+    (conf / "credentials" / "api_key").write_text("sk-sentinel")
+    (conf / "models.d").mkdir()
+    (conf / "models.d" / "llama.toml").write_text('model = "org/llama"\nport = 8123\n')
+    config = load_config(conf, user=True)  # agent.toml does not name a credentials_dir
+    text = render(config, config.deployment("llama"), command=["va"]).text
+    assert f"LoadCredential=api_key:{conf}/credentials/api_key" in text.splitlines()
+    assert "sk-sentinel" not in text

@@ -58,6 +58,8 @@ print("listed", env["VLLM_AGENT_MODEL"], "for", env["VLLM_AGENT_DEPLOYMENT"], "k
     keyed = EngineTarget(deployment="tiny", url=engine.base, served_model_name="tiny", api_key="s3cret")
     [outcome] = await run(context, keyed, path="models.sh")
     assert outcome.name == "models.sh"
+    assert outcome.output == "listed tiny for tiny key unset\n"  # the key only where it was asked for
+    [outcome] = await run(context, keyed, path="models.sh", api_key=True)
     assert outcome.output == "listed tiny for tiny key s3cret\n"
 
 
@@ -143,9 +145,10 @@ def test_problems(context: TestContext, tmp_path: Path) -> None:
     elsewhere.chmod(0o755)
     assert problems(path=str(elsewhere)) == []  # absolute paths stay as they are
     assert problems(path="sub") == [f"path: {tests_d}/sub is not a file"]
-    assert problems(path="sub/check.sh", arg=["-v"], args="-v") == [
-        "arg: unknown option for runner 'script' (known: path, args)",
+    assert problems(path="sub/check.sh", arg=["-v"], args="-v", api_key="yes") == [
+        "arg: unknown option for runner 'script' (known: path, args, api_key)",
         "args: must be a list of strings, got '-v'",
+        "api_key: must be true or false, got 'yes'",
     ]
 
 
