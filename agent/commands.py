@@ -15,9 +15,8 @@ from .api import request as api_request
 from .config import MODELS_DIR
 from .configdir import Config, load_config, load_one
 from .deployfile import create
-from .desired import STOPPED
+from .desired import STOPPED, boot_target
 from .errors import AgentError, DaemonUnavailable, PortUnavailable
-from .desired import boot_target
 from .install import enable_agent, install_units
 from .lifecycle import Deployments
 from .names import check_name

@@ -94,4 +94,3 @@ def with_top_level_key(text: str, key: str, value: int) -> str:
     at = next((i for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")), len(lines))
     lines.insert(at, f"{key} = {value}  # assigned by vllm-agent; keeps the port stable\n")
     return "".join(lines)
-

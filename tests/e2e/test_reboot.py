@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from harness import UserManager, user_manager_available
-from harness.ci import missing
 from harness.agent_cli import AgentCli, agent_env, agent_toml, next_port_range, write_tiny_model_dir
+from harness.ci import missing
 from harness.processes import wait_for
 
 NAMES = ("alpha", "bravo", "charlie")
@@ -43,7 +43,9 @@ def _agent(manager: UserManager, tmp_path: Path) -> AgentCli:
             socket=tmp_path / "agent.sock",
         )
     )
-    return AgentCli(config_dir=config_dir, env=agent_env(manager.env), log_dir=tmp_path / "logs", state_dir=tmp_path / "state")
+    return AgentCli(
+        config_dir=config_dir, env=agent_env(manager.env), log_dir=tmp_path / "logs", state_dir=tmp_path / "state"
+    )
 
 
 def _active(manager: UserManager, name: str) -> str:
@@ -63,7 +65,8 @@ def test_power_loss_brings_back_exactly_the_wanted_deployments(host, tmp_path: P
     assert agent.status("bravo")["desired"] == "stopped"
     assert agent.status("alpha")["desired"] == "running"
     wants = manager.config_unit_dir / "default.target.wants"
-    assert sorted(p.name for p in wants.iterdir()) == ["vllm-agent.service", "vllm@alpha.service", "vllm@charlie.service"]
+    enabled = sorted(link.name for link in wants.iterdir())
+    assert enabled == ["vllm-agent.service", "vllm@alpha.service", "vllm@charlie.service"]
     if comes_back_by == "daemon":
         # An install whose units were never enabled: only the daemon can bring them back.
         for name in ("alpha", "charlie"):
@@ -78,11 +81,13 @@ def test_power_loss_brings_back_exactly_the_wanted_deployments(host, tmp_path: P
     if comes_back_by == "daemon":
         # Evidence that the daemon's pass ran, before asserting what it left alone.
         wait_for("the daemon's first reconcile", lambda: "reconciled" in agent.log("vllm-agent"), timeout=30)
-        reconciled = [json.loads(line[line.index("{") :]) for line in agent.log("vllm-agent").splitlines() if '"reconciled"' in line]
+        lines = agent.log("vllm-agent").splitlines()
+        reconciled = [json.loads(line[line.index("{") :]) for line in lines if '"reconciled"' in line]
         assert sorted(reconciled[0]["started"]) == ["alpha", "charlie"]
         assert wait_for("links repaired", lambda: (wants / "vllm@alpha.service").is_symlink())
     else:
-        wait_for("boot finished", lambda: manager.systemctl("is-system-running", check=False).stdout.strip() in ("running", "degraded"))
+        booted = ("running", "degraded")
+        wait_for("boot finished", lambda: manager.systemctl("is-system-running", check=False).stdout.strip() in booted)
         assert _active(manager, "vllm-agent") == "inactive"
     assert _active(manager, "bravo") == "inactive"
     bravo = agent.status("bravo")

@@ -10,7 +10,9 @@ from harness.processes import wait_for
 
 
 def test_a_masked_unit_and_a_rejected_drop_in_do_not_stop_the_others(
-    agent: AgentCli, model_dir: Path, user_manager  # noqa: ANN001
+    agent: AgentCli,
+    model_dir: Path,
+    user_manager,  # noqa: ANN001
 ) -> None:
     for name in ("good", "masked", "broken"):
         agent.write_deployment(name, f'model = "{model_dir}"\nargs = ["--fake-load-time", "0.3"]\n')

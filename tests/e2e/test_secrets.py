@@ -10,14 +10,11 @@ appear in none of systemctl show, the drop-in, any process's command line, the l
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 from harness.agent_cli import AgentCli
 from harness.processes import descendants, wait_for
 
@@ -34,24 +31,6 @@ echo "no key here, as asked"
 """
 
 
-@pytest.fixture
-def credentials_mountable(user_manager) -> Iterator[None]:  # noqa: ANN001 - harness fixture
-    """systemd fills a unit's credentials in a ramfs it mounts in a helper's own mount namespace
-    and moves to $RUNTIME/credentials/UNIT, relying on propagation back to the manager. The
-    harness boots the manager with private propagation, which swallows that mount: the unit
-    then sees an empty $CREDENTIALS_DIRECTORY. A shared bind of $RUNTIME (inside the manager's
-    namespace only) gives it the propagation a booted host has; systemd unmounts it at the end."""
-    runtime = str(user_manager.runtime_dir)
-    script = 'mount --bind "$1" "$1" && mount --make-shared "$1"'
-    subprocess.run(["nsenter", "-t", str(user_manager.pid), "-m", "sh", "-c", script, "sh", runtime], check=True)
-    yield
-    escaped = subprocess.run(
-        ["systemd-escape", "--path", "--suffix=mount", runtime], capture_output=True, text=True, check=True
-    )
-    user_manager.systemctl("stop", escaped.stdout.strip())
-
-
-@pytest.mark.usefixtures("credentials_mountable")
 def test_credentials_reach_the_engine_and_nothing_else(agent: AgentCli, model_dir: Path, user_manager) -> None:  # noqa: ANN001
     api_key, hf_token = f"sk-sentinel-{uuid.uuid4().hex}", f"hf_sentinel{uuid.uuid4().hex}"
     credentials = agent.config_dir / "credentials"

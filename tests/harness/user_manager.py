@@ -33,7 +33,12 @@ _INFRASTRUCTURE = ("dbus.service", "dbus.socket", "*.target", "*.slice", "init.s
 # Inside the new mount namespace: a cgroup of its own, tmpfs over /run/systemd, then systemd.
 _BOOT_SCRIPT = (
     'for cgroup in "$@"; do mkdir -p "$cgroup/init.scope" && echo $$ > "$cgroup/init.scope/cgroup.procs" || exit 1; '
-    f"done; mount -t tmpfs -o mode=755 tmpfs /run/systemd && mkdir /run/systemd/system && exec {SYSTEMD} --user"
+    "done; mount -t tmpfs -o mode=755 tmpfs /run/systemd && mkdir /run/systemd/system && "
+    # systemd fills a unit's credentials in a helper's own mount namespace and moves them to
+    # $XDG_RUNTIME_DIR/credentials/UNIT, which needs shared propagation back to the manager: a
+    # private namespace would leave the unit an empty $CREDENTIALS_DIRECTORY.
+    'mount --bind "$XDG_RUNTIME_DIR" "$XDG_RUNTIME_DIR" && mount --make-shared "$XDG_RUNTIME_DIR" && '
+    f"exec {SYSTEMD} --user"
 )
 
 
