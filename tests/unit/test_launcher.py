@@ -21,6 +21,7 @@ import pytest
 from harness.agent_cli import write_tiny_model_dir
 from harness.fake_engine import SCRIPT, free_port
 from vllm_agent import hookimpl
+from vllm_agent.commands import launch
 from vllm_agent.configdir import load_one
 from vllm_agent.engine import engine_argv
 from vllm_agent.launcher import EXIT_ENGINE, Launcher
@@ -95,10 +96,7 @@ class Setup:
     def launcher(
         self, *engine_args: str, extra: str = "", plugins: tuple[object, ...] = (), store: StateStore | None = None
     ) -> Launcher:
-        args = [*engine_args, "--fake-started-file", str(self.started_file)]
-        (self.config_dir / "models.d" / f"{NAME}.toml").write_text(
-            f'model = "{self.model}"\nport = {free_port()}\nargs = {json.dumps(args)}\n' + extra
-        )
+        self.write(*engine_args, extra=extra)
         config = load_one(self.config_dir, NAME)
         deployment = config.deployment(NAME)
         manager = make_plugin_manager(config.settings, extra=[(f"site{i}", p) for i, p in enumerate(plugins)])
@@ -109,6 +107,12 @@ class Setup:
             engine_argv=engine_argv(deployment, config.settings),
             notifier=Notifier(""),
             store=store or StateStore(config.state_dir),
+        )
+
+    def write(self, *engine_args: str, extra: str = "") -> None:
+        args = [*engine_args, "--fake-started-file", str(self.started_file)]
+        (self.config_dir / "models.d" / f"{NAME}.toml").write_text(
+            f'model = "{self.model}"\nport = {free_port()}\nargs = {json.dumps(args)}\n' + extra
         )
 
     def state(self) -> DeploymentState:
@@ -215,3 +219,37 @@ async def test_a_stop_while_starting_or_loading_stops_the_engine_and_is_recorded
     assert setup.state().phase == "stopped"
     if launcher.engine is not None:  # spawned before the signal was taken: stopped, not left
         assert launcher.engine.returncode is not None
+
+
+BROKEN_PLUGIN = """
+from vllm_agent import hookimpl
+
+
+@hookimpl
+def agent_model_sources_v2(settings):  # no such hook: the plugin manager refuses it
+    return []
+"""
+
+
+@pytest.fixture
+def broken_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Install a distribution "broken-site" whose plugin implements a hook that does not exist."""
+    site = tmp_path / "site-packages"
+    dist_info = site / "broken_site-1.0.dist-info"
+    dist_info.mkdir(parents=True)
+    (site / "broken_site_plugin.py").write_text(BROKEN_PLUGIN)
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-site\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text("[vllm_agent]\nbroken = broken_site_plugin\n")
+    monkeypatch.syspath_prepend(str(site))
+    yield
+    sys.modules.pop("broken_site_plugin", None)
+
+
+def test_a_plugin_that_breaks_set_up_is_the_recorded_reason_and_permanent(setup: Setup, broken_plugin: None) -> None:
+    setup.write()
+    assert launch(setup.config_dir, False, NAME, None) == EXIT_CONFIG
+    state = setup.state()
+    assert state.phase == "failed"
+    assert state.reason.startswith("unexpected error while setting up the launcher: PluginValidationError:")
+    assert "agent_model_sources_v2" in state.reason
+    assert not setup.engine_was_started()
