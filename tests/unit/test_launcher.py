@@ -199,6 +199,14 @@ async def test_the_same_long_load_without_output_is_a_stall(setup: Setup) -> Non
     assert setup.state().reason.startswith("the engine stalled: no output and no health for")
 
 
+async def test_an_engine_that_writes_a_3_mib_line_still_becomes_ready(setup: Setup) -> None:
+    # Before the fix the output pump died on it, and the engine blocked on a full pipe.
+    launcher = setup.launcher(
+        "--fake-load-time", "0.1", "--fake-mode", f"long-line:{3 << 20}", extra="tests = []\n[startup]\ntimeout = 20\n"
+    )
+    assert await stop_in_phase(setup, launcher, "serving") == 0
+
+
 async def test_a_stop_while_resolving_never_starts_the_engine(setup: Setup) -> None:
     download = BlockedDownload()
     launcher = setup.launcher(extra='source = "blocked"\n', plugins=(Sources(download),))
