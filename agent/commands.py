@@ -7,9 +7,10 @@ import asyncio
 import json
 import os
 import sys
+import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .api import request as api_request
 from .config import MODELS_DIR
@@ -29,6 +30,9 @@ from .statusline import exit_status
 from .systemd.model import UnitManager
 from .urls import local_url
 from .validate import problems_in
+
+if TYPE_CHECKING:
+    from .notify import Notifier
 
 Connect = Callable[[bool], Awaitable[UnitManager]]
 
@@ -83,6 +87,7 @@ def launch(config_dir: Path, user: bool, name: str, engine_argv: list[str] | Non
     from .render import HASH_ENV, render
 
     notifier = Notifier()
+    config: Config | None = None
     try:
         check_name(name)
         config = load_one(config_dir, name, user=user)
@@ -95,24 +100,52 @@ def launch(config_dir: Path, user: bool, name: str, engine_argv: list[str] | Non
         if engine_argv is None:  # started without a drop-in: render ourselves
             rendered = render(config, deployment)
             engine_argv = list(rendered.argv[rendered.argv.index("--") + 1 :])
+        launcher = Launcher(
+            config,
+            deployment,
+            plugins,
+            engine_argv=engine_argv,
+            notifier=notifier,
+            rendered_hash=os.environ.get(HASH_ENV, ""),
+        )
     except AgentError as err:
-        notifier.status(f"failed: {err.message}" + (f" (hint: {err.hint})" if err.hint else ""))
         print(err.one_line(), file=sys.stderr, flush=True)
-        return EXIT_CONFIG
-    launcher = Launcher(
-        config,
-        deployment,
-        plugins,
-        engine_argv=engine_argv,
-        notifier=notifier,
-        rendered_hash=os.environ.get(HASH_ENV, ""),
-    )
-    code = asyncio.run(launcher.run())
+        return _launch_failed(notifier, config, name, err.message, err.hint or "")
+    except Exception as err:  # a broken plugin, a bug: a restart would meet it again
+        traceback.print_exc()
+        return _launch_failed(
+            notifier,
+            config,
+            name,
+            f"unexpected error while setting up the launcher: {type(err).__name__}: {err}",
+            f"a bug in vllm-agent or a plugin; the traceback is in 'vllm-agent logs {name}'",
+        )
+    try:
+        # Not asyncio.run(): it joins the worker threads, and a download abandoned on a stop
+        # (the model source's thread) must not hold the stop up until systemd kills us.
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        code = loop.run_until_complete(launcher.run())
+    except Exception:  # the launcher could not even record its failure
+        traceback.print_exc()
+        notifier.status("failed: unexpected error in the launcher (see its log)")
+        code = EXIT_CONFIG
     # Skip the interpreter's teardown (~0.2 s of module GC): every engine death, watchdog
     # restart and stop waits for this process to exit.
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _launch_failed(notifier: Notifier, config: Config | None, name: str, reason: str, hint: str) -> int:
+    """Record why the launcher could not even start, where status and the daemon look."""
+    notifier.status(f"failed: {reason}" + (f" (hint: {hint})" if hint else ""))
+    if config is not None:  # its name was checked: the state file's path is safe
+        try:
+            StateStore(config.state_dir).update(name, phase="failed", reason=reason, hint=hint)
+        except OSError as err:
+            print(f"error: cannot record the failure in {config.state_dir}: {err}", file=sys.stderr, flush=True)
+    return EXIT_CONFIG
 
 
 async def init(config: Config, units: UnitManager) -> int:

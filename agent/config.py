@@ -127,6 +127,9 @@ class StartupSettings(Strict):
     timeout: PositiveSeconds = 1800.0
     # How long the engine may stay silent while loading before the start is given up.
     stall_timeout: PositiveSeconds = 300.0
+    # How long a stopping engine gets after SIGTERM before it is SIGKILLed; the unit's
+    # TimeoutStopSec is this plus 5 s, so the launcher can still record the stop.
+    stop_timeout: PositiveSeconds = 25.0
 
 
 class EngineSettings(Strict):

@@ -3,6 +3,10 @@ health, run the post-start tests, then report ready and supervise.
 
 systemd sees one Type=notify service: READY=1 is sent only once the engine serves and passed its
 tests, so `systemctl start vllm@NAME` returns when the model truly serves, with no daemon.
+
+The phases in the state file: resolving, starting (port check, spawn), loading (spawned, waiting
+for /health), testing, serving. A stop (SIGTERM) is honoured in each of them and recorded as
+`stopped`; any failure, expected or not, is recorded as the deployment's reason.
 """
 
 from __future__ import annotations
@@ -24,10 +28,10 @@ from .engine_process import EngineProcess
 from .errors import AgentError
 from .log import for_deployment
 from .notify import Notifier
-from .plugin_api import EngineTarget, TestContext
+from .plugin_api import EngineTarget, ResolvedModel, TestContext
 from .plugins import Plugins
 from .ports import check_port_free
-from .render import EXIT_CONFIG, STOP_TIMEOUT
+from .render import EXIT_CONFIG
 from .state import StateStore
 from .supervise import Supervisor
 from .testing import TestsFailed, run_post_start_tests
@@ -35,6 +39,7 @@ from .testing import TestsFailed, run_post_start_tests
 EXIT_ENGINE = 1  # the engine failed: systemd may restart it
 POLL = 0.1  # seconds between /health probes while loading: the ready gap stays small
 EXTEND_EVERY = 5.0
+EXIT_GRACE = 3.0  # seconds a failing engine gets to exit: vLLM exits soon after its core died
 
 
 class LaunchFailure(AgentError):
@@ -85,6 +90,13 @@ class Launcher:
             return await self._fail(failure.message, failure.hint or "", failure.permanent)
         except AgentError as err:  # model source, port, plugin: found before the engine runs
             return await self._fail(err.message, err.hint or "", permanent=True)
+        except Exception as err:  # a bug here or in a plugin: a restart would meet it again
+            self.log.exception("unexpected error", error=repr(err))
+            return await self._fail(
+                f"unexpected error in the launcher: {type(err).__name__}: {err}",
+                f"a bug in vllm-agent or a plugin; the traceback is in 'vllm-agent logs {self.deployment.name}'",
+                permanent=True,
+            )
         finally:
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
@@ -92,6 +104,14 @@ class Launcher:
                 loop.remove_signal_handler(sig)
 
     async def _run(self, stop: asyncio.Event) -> int:
+        stopping = asyncio.create_task(stop.wait(), name="stop-signal")
+        try:
+            return await self._launch(stopping)
+        finally:
+            stopping.cancel()
+            await asyncio.gather(stopping, return_exceptions=True)
+
+    async def _launch(self, stopping: asyncio.Task[bool]) -> int:
         name = self.deployment.name
         self._phase(
             "resolving",
@@ -106,21 +126,21 @@ class Launcher:
             crash_loop=False,
             visible_devices=[d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d],
         )
-        source = self.plugins.model_source(self.deployment.source_name)
-        resolved = await source.resolve(self.deployment, self._resolve_progress)
+        resolved = await self._resolve(stopping)
+        if resolved is None:
+            return await self._stop()
         argv = with_model(self.argv, str(resolved.path))
         if self.deployment.source_name != "local":
             argv = drop_revision(argv)
-        self.log.info("model resolved", model=self.deployment.model, path=str(resolved.path), source=source.name)
         assert self.deployment.port is not None
         check_port_free(self.deployment.port, self.deployment.host)
 
         self._phase("starting", "starting engine")
-        self.engine = EngineProcess(argv, env=self._engine_env())
-        await self.engine.start()
-        self.log.info("engine started", pid=self.engine.pid, argv=argv)
+        if stopping.done():  # asked to stop while resolving ended: never start the engine
+            return await self._stop()
+        self.engine = await self._spawn(argv)
+        self._phase("loading", "engine loading")
         exited = asyncio.create_task(self.engine.wait(), name="engine-exit")
-        stopping = asyncio.create_task(stop.wait(), name="stop-signal")
         try:
             if not await self._wait_healthy(exited, stopping):
                 return await self._stop()
@@ -150,10 +170,43 @@ class Launcher:
             found = diagnose(tail, code)
             raise LaunchFailure(f"{found.reason} after it was ready", hint=found.hint)
         finally:
-            stopping.cancel()
             if not exited.done():
                 exited.cancel()
-            await asyncio.gather(exited, stopping, return_exceptions=True)
+            await asyncio.gather(exited, return_exceptions=True)
+
+    async def _resolve(self, stopping: asyncio.Task[bool]) -> ResolvedModel | None:
+        """The model source's answer, or None when asked to stop first (a long download)."""
+        source = self.plugins.model_source(self.deployment.source_name)
+        resolving = asyncio.create_task(source.resolve(self.deployment, self._resolve_progress), name="resolve")
+        await asyncio.wait({resolving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not resolving.done():
+            # A download in a worker thread cannot be interrupted: it is abandoned, and the
+            # process exits without waiting for it (see commands.launch).
+            resolving.cancel()
+            await asyncio.wait({resolving}, timeout=1.0)
+            self.log.info("stopped while resolving the model", model=self.deployment.model)
+            return None
+        resolved = resolving.result()
+        self.log.info("model resolved", model=self.deployment.model, path=str(resolved.path), source=source.name)
+        return resolved
+
+    async def _spawn(self, argv: list[str]) -> EngineProcess:
+        """Start the engine; a command that cannot run is a configuration problem (permanent)."""
+        env = self._engine_env()
+        engine = EngineProcess(argv, env=env)
+        hint = "install vLLM for the service, or set [engine] command (agent.toml or models.d/NAME.toml)"
+        try:
+            await engine.start()
+        except FileNotFoundError:
+            raise LaunchFailure(
+                f"engine command not found: {argv[0]} (PATH={env.get('PATH', '')})", hint=hint, permanent=True
+            ) from None
+        except OSError as err:
+            raise LaunchFailure(
+                f"engine command {argv[0]} cannot be run: {err.strerror or err}", hint=hint, permanent=True
+            ) from None
+        self.log.info("engine started", pid=engine.pid, argv=argv)
+        return engine
 
     async def _wait_healthy(self, exited: asyncio.Task[int], stopping: asyncio.Task[bool]) -> bool:
         """Poll /health until 200. False when asked to stop; LaunchFailure when it cannot be."""
@@ -219,9 +272,24 @@ class Launcher:
             outcomes = tests.result()
         except TestsFailed as failed:
             self.store.update(self.deployment.name, tests=failed.as_records())
+            if not await self._engine_healthy(exited):
+                # vLLM exits soon after its engine core died: then the engine, not the model's
+                # answers, failed the test, and a restart may help.
+                await asyncio.wait({exited}, timeout=EXIT_GRACE)
+                if exited.done():
+                    await self._engine_died_during_start(exited.result(), during="the post-start tests")
             raise LaunchFailure(failed.message, hint=failed.hint, permanent=True) from None
         self.store.update(self.deployment.name, tests=[o.__dict__ for o in outcomes])
         return True
+
+    async def _engine_healthy(self, exited: asyncio.Task[int]) -> bool:
+        if exited.done():
+            return False
+        try:
+            async with httpx.AsyncClient(timeout=2.0) as client:
+                return (await client.get(f"{self.url}/health")).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     async def _heartbeat(self) -> None:
         """Feed systemd's watchdog while this process runs (health problems trigger it
@@ -250,7 +318,9 @@ class Launcher:
     async def _stop(self) -> int:
         self.notifier.stopping("stopping engine")
         if self.engine is not None:
-            code = await self.engine.stop(STOP_TIMEOUT - 5)
+            # Bounded (SIGKILL after stop_timeout): TimeoutStopSec is 5 s longer, so this
+            # process still records the stop, instead of systemd killing it with Result=timeout.
+            code = await self.engine.stop(self.deployment.startup.stop_timeout)
             self.log.info("engine stopped", status=code)
         self._phase("stopped", "stopped")
         return 0

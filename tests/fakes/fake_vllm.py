@@ -23,10 +23,23 @@ Fake-only flags (pass them in the deployment's ``args``); ``FAKE_VLLM_MODE`` and
   --fake-load-time SECONDS       time before the socket listens (default 0.5)
   --fake-mode MODE[,MODE...]     ok | exit-at-start | port-in-use | engine-death-after:N |
                                  hang-after:N | crash-after-requests:N | crash-after:N |
-                                 slow-health:S
+                                 slow-health:S | ignore-sigterm | cr-progress:S | quiet-load |
+                                 long-line:BYTES
   --fake-engine-pid-file PATH    write the EngineCore child's pid there (alias --fake-pid-file)
+  --fake-started-file PATH       append the server's pid there as the first thing it does (proof
+                                 that an engine was, or was never, spawned)
   --fake-max-output-tokens N     cap on generated tokens per choice (default 16)
   --fake-token-latency SECONDS   sleep per generated token (default 0)
+
+Modes that shape start-up and stop (for the launcher's tests):
+
+  ignore-sigterm   the server and its EngineCore ignore SIGTERM and SIGINT (logging each); only
+                   SIGKILL ends them
+  cr-progress:S    while loading, a tqdm-style bar every S seconds that ends in ``\r`` only, as
+                   vLLM's "Loading safetensors checkpoint shards" bar does; ``\n`` once loaded
+  quiet-load       no output at all while loading (a stalled load looks like this)
+  long-line:BYTES  before loading, BYTES bytes of output without a newline (the next log line
+                   ends it)
 """
 
 from __future__ import annotations
@@ -49,6 +62,7 @@ DEFAULT_MODEL = "facebook/opt-125m"
 EXIT_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 ENGINE_NAME = "VLLM::EngineCore"
 ENGINE_CORE_FLAG = "--fake-run-engine-core"  # internal: how the script starts its child
+CORE_IGNORES_TERM = "FAKE_VLLM_CORE_IGNORES_TERM"  # internal: ignore-sigterm, for the child
 
 MODE_NAMES = {
     "ok": None,
@@ -59,6 +73,10 @@ MODE_NAMES = {
     "crash-after-requests": int,
     "crash-after": float,
     "slow-health": float,
+    "ignore-sigterm": None,
+    "cr-progress": float,
+    "quiet-load": None,
+    "long-line": int,
 }
 
 WORDS = [
@@ -141,6 +159,7 @@ VALUE_FLAGS = {
     "--fake-pid-file": "engine_pid_file",
     "--fake-max-output-tokens": "max_output_tokens",
     "--fake-token-latency": "token_latency",
+    "--fake-started-file": "started_file",
 }
 
 
@@ -254,6 +273,7 @@ def parse_args(argv: list[str], environ: dict[str, str] | None = None) -> dict:
         "load_time": load_time,
         "modes": parse_modes(mode_raw),
         "engine_pid_file": raw.get("engine_pid_file"),
+        "started_file": raw.get("started_file"),
         "max_output_tokens": max_output_tokens,
         "token_latency": token_latency,
         "ignored_flags": ignored,
@@ -280,6 +300,16 @@ def _write(stream, line: str) -> None:
         try:
             stream.write(line + "\n")
             stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _write_raw(text: str) -> None:
+    """Output without a line end of its own: ``\r`` progress bars, endless lines."""
+    with _out_lock:
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
         except (OSError, ValueError):
             pass
 
@@ -1001,8 +1031,9 @@ def engine_core_main() -> None:
     """The ``VLLM::EngineCore`` child: sleeps until SIGTERM/SIGINT/SIGKILL, ignores SIGHUP and
     the death of its parent (real engine processes outlive a SIGKILL of the API server)."""
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    ignore = os.environ.get(CORE_IGNORES_TERM) == "1"
     for sig in EXIT_SIGNALS:
-        signal.signal(sig, signal.SIG_DFL)
+        signal.signal(sig, signal.SIG_IGN if ignore else signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         import ctypes
@@ -1019,8 +1050,10 @@ def engine_core_main() -> None:
         signal.pause()
 
 
-def start_engine_core() -> subprocess.Popen:
+def start_engine_core(ignore_term: bool = False) -> subprocess.Popen:
     env = dict(os.environ)
+    if ignore_term:
+        env[CORE_IGNORES_TERM] = "1"
     # argv[0] is the process title, so Python may not find its own prefix: tell it.
     env["PYTHONHOME"] = f"{sys.base_prefix}:{sys.base_exec_prefix}"
     return subprocess.Popen(
@@ -1089,7 +1122,11 @@ class Main:
         sig = signal.sigtimedwait(EXIT_SIGNALS, timeout)
         # After SIGSTOP/SIGCONT, CPython can return a siginfo of garbage: only a real exit
         # signal counts, or a paused engine would shut down as if told to.
-        return sig.si_signo if sig and sig.si_signo in EXIT_SIGNALS else None
+        signo = sig.si_signo if sig and sig.si_signo in EXIT_SIGNALS else None
+        if signo is not None and "ignore-sigterm" in self.cfg["modes"]:
+            vlog("WARNING", "api_server.py:1", f"ignoring {signal.Signals(signo).name} (fake ignore-sigterm)")
+            return None
+        return signo
 
     def graceful_exit(self, status: int = 0) -> None:
         ulog("Shutting down")
@@ -1107,11 +1144,16 @@ class Main:
         cfg = self.cfg
         modes = cfg["modes"]
         host = cfg["host"]
+        if "ignore-sigterm" in modes:  # until the mask below takes them synchronously
+            for sig in EXIT_SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
         vlog("INFO", "api_server.py:1805", f"vLLM API server version {VERSION}")
         non_default = {k: cfg[k] for k in ("model", "host", "port", "max_model_len") if cfg[k] is not None}
         if cfg["served_model_names"] != [cfg["model"]]:
             non_default["served_model_name"] = cfg["served_model_names"]
         vlog("INFO", "utils.py:326", f"non-default args: {non_default}")
+        if modes.get("long-line"):
+            _write_raw("x" * int(modes["long-line"]))
 
         where = f"{host or '0.0.0.0'}:{cfg['port']}"
         if "port-in-use" in modes:
@@ -1127,7 +1169,7 @@ class Main:
             errno_text = f"[Errno {exc.errno}] {exc.strerror}" if exc.errno else str(exc)
             self.fail([f"ERROR {time.strftime('%m-%d %H:%M:%S')} [api_server.py:1877] OSError: {errno_text} ({where})"])
 
-        self.engine_core = start_engine_core()
+        self.engine_core = start_engine_core(ignore_term="ignore-sigterm" in modes)
         if cfg["engine_pid_file"]:
             tmp = cfg["engine_pid_file"] + ".tmp"
             try:
@@ -1142,15 +1184,21 @@ class Main:
 
         # Loading: the socket is bound but does not listen, so connections are refused.
         load_time = cfg["load_time"]
+        bar_every = modes.get("cr-progress")
         t0 = time.monotonic()
         while True:
             elapsed = time.monotonic() - t0
             pct = 100 if load_time == 0 else min(100, int(100 * elapsed / load_time))
-            vlog("INFO", "default_loader.py:262", f"Loading weights {pct}%")
+            if bar_every is not None:
+                _write_raw(f"\rLoading safetensors checkpoint shards: {pct:3d}% Completed | {pct}/100 [{elapsed:.1f}s]")
+            elif "quiet-load" not in modes:
+                vlog("INFO", "default_loader.py:262", f"Loading weights {pct}%")
             if elapsed >= load_time or self.engine_core.poll() is not None:
                 break
-            if self.wait_signal(min(0.2, load_time - elapsed)) is not None:
+            if self.wait_signal(min(bar_every or 0.2, load_time - elapsed)) is not None:
                 self.graceful_exit(0)
+        if bar_every is not None:
+            _write_raw("\n")
         if "exit-at-start" in modes or self.engine_core.poll() is not None:
             self.fail(
                 [
@@ -1217,6 +1265,9 @@ def main(argv: list[str] | None = None) -> None:
     except UsageError as exc:
         _write(sys.stderr, f"usage: vllm serve [model_tag] [options]\nvllm: error: {exc}")
         sys.exit(2)
+    if cfg["started_file"]:
+        with open(cfg["started_file"], "a") as fh:
+            fh.write(f"{os.getpid()}\n")
     app = Main(cfg)
     try:
         app.run()
