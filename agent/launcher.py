@@ -35,6 +35,7 @@ from .render import EXIT_CONFIG
 from .state import StateStore
 from .supervise import Supervisor
 from .testing import TestsFailed, run_post_start_tests
+from .urls import local_url
 
 EXIT_ENGINE = 1  # the engine failed: systemd may restart it
 POLL = 0.1  # seconds between /health probes while loading: the ready gap stays small
@@ -70,7 +71,7 @@ class Launcher:
         self.store = store or StateStore(config.state_dir)
         self.hash = rendered_hash
         self.log = for_deployment(deployment.name)
-        self.url = f"http://{_url_host(deployment.host)}:{deployment.port}"
+        self.url = local_url(deployment.host, deployment.port or 0)
         self.started = time.monotonic()
         self.engine: EngineProcess | None = None
         self._progress_at = time.monotonic()
@@ -381,9 +382,3 @@ def _credential(name: str) -> str | None:
         return (Path(directory) / name).read_text().strip() or None
     except OSError:
         return None
-
-
-def _url_host(host: str) -> str:
-    if host in ("0.0.0.0", "::", ""):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host

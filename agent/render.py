@@ -27,7 +27,6 @@ HASH_LINE = re.compile(r"^# vllm-agent-hash: ([0-9a-f]+)$", re.MULTILINE)
 # A dedicated status for problems found before the engine starts (EX_CONFIG): systemd never
 # restarts after it, so a taken port or a missing model does not burn the restart budget.
 EXIT_CONFIG = 78
-STOP_TIMEOUT = 30  # seconds for a graceful engine shutdown before the cgroup is killed
 WATCHDOG = 30  # seconds of launcher silence before systemd calls it hung
 CREDENTIALS = ("hf_token", "api_key")
 EXEC_START = "ExecStart=\0"  # where the command goes once the hash is taken (NUL: in no directive)
@@ -96,7 +95,9 @@ def render(
         # The launcher extends this while the engine shows progress and enforces the whole
         # startup.timeout itself; this is the backstop for a launcher that stops talking.
         f"TimeoutStartSec={_seconds(startup.stall_timeout + 30)}",
-        f"TimeoutStopSec={STOP_TIMEOUT}s",
+        # The launcher gives the engine stop_timeout, then SIGKILLs it and records the stop:
+        # 5 s more before systemd kills the whole cgroup.
+        f"TimeoutStopSec={_seconds(startup.stop_timeout + 5)}",
         # The launcher feeds the watchdog while it runs and triggers it when the health checks
         # fail failure_threshold rounds in a row: systemd then restarts with Result=watchdog.
         f"WatchdogSec={WATCHDOG}s",
