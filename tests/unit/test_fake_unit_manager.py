@@ -21,7 +21,7 @@ async def test_an_unreachable_manager_refuses_calls() -> None:
 
 async def test_a_watch_waits_out_an_outage_then_resyncs() -> None:
     fake = FakeUnitManager()
-    fake.define("a.service", FakeUnit(restart_always=True))
+    fake.define("a.service", FakeUnit(restart="always"))
     await fake.start("a.service")
     events = fake.watch(["a.service"])
     fake.set_reachable(False)
@@ -57,3 +57,41 @@ async def test_calls_are_recorded_in_order() -> None:
     await fake.reload()
 
     assert fake.calls == [("start", "a.service"), ("stop", "a.service"), ("daemon-reload", "")]
+
+
+async def test_the_start_limit_window_follows_the_injected_clock() -> None:
+    now = [100.0]
+    fake = FakeUnitManager(clock=lambda: now[0])
+    fake.define("a.service", FakeUnit(start_limit_burst=1, start_limit_interval_sec=10))
+    await fake.start("a.service")
+    assert await fake.restart("a.service") == "failed"
+
+    now[0] += 10.5
+
+    assert await fake.start("a.service") == "done"
+
+
+def test_a_unit_that_would_restart_forever_is_refused_at_define() -> None:
+    fake = FakeUnitManager()
+
+    with pytest.raises(AssertionError, match="restart forever"):
+        fake.define("a.service", FakeUnit(restart="always", exit_status=1, start_limit_interval_sec=0))
+    with pytest.raises(AssertionError, match="restart forever"):
+        fake.define("b.service", FakeUnit(type="notify", restart="on-failure", exit_status=0, start_limit_burst=0))
+    fake.define("c.service", FakeUnit(restart="on-failure", exit_status=0, start_limit_interval_sec=0))
+
+
+async def test_helpers_refuse_what_systemd_would_not_do() -> None:
+    fake = FakeUnitManager()
+    fake.define("simple.service", FakeUnit(watchdog_sec=1))
+    fake.define("notify.service", FakeUnit(type="notify", watchdog_sec=1))
+    fake.define("no-watchdog.service")
+    for unit in fake.units:
+        await fake.start(unit, wait=False)
+
+    with pytest.raises(AssertionError, match="READY=1"):
+        fake.ready("simple.service")  # READY=1 only means something to a notify unit starting
+    with pytest.raises(AssertionError, match="not armed"):
+        fake.watchdog_timeout("notify.service")  # armed once it is ready
+    with pytest.raises(AssertionError, match="no WatchdogSec"):
+        fake.watchdog_timeout("no-watchdog.service")
