@@ -91,3 +91,30 @@ def test_logs_are_json_lines_with_a_journal_priority_and_the_deployment() -> Non
     assert line.startswith("<3>{")
     record = json.loads(line[3:])
     assert record["deployment"] == "llama" and record["event"] == "engine died" and record["level"] == "error"
+
+
+def test_config_dir_precedence_flag_then_environment_then_the_scopes_default(tmp_path: Path) -> None:
+    def directory(name: str, count: int) -> Path:
+        path = tmp_path / name
+        (path / "models.d").mkdir(parents=True)
+        for index in range(count):
+            (path / "models.d" / f"m{index}.toml").write_text(f'model = "org/m"\nport = {8100 + index}\n')
+        return path
+
+    flag, env_dir, home = directory("flag", 1), directory("env", 2), tmp_path / "home"
+    directory("home/.config/vllm-agent", 3)
+    base = {"PATH": "/usr/bin:/bin", "HOME": str(home)}
+
+    def validate(*args: str, **env: str) -> str:
+        done = subprocess.run([*AGENT, *args, "validate"], capture_output=True, text=True, env=base | env, timeout=60)
+        return done.stdout.strip()
+
+    assert validate("--config-dir", str(flag), VLLM_AGENT_CONFIG_DIR=str(env_dir)) == f"ok: {flag} (1 deployment(s))"
+    assert validate(VLLM_AGENT_CONFIG_DIR=str(env_dir)) == f"ok: {env_dir} (2 deployment(s))"
+    user_default = home / ".config" / "vllm-agent"
+    assert validate("--user") == f"ok: {user_default} (3 deployment(s))"
+    # A relative --config-dir is made absolute: units and messages name the real place.
+    done = subprocess.run(
+        [*AGENT, "--config-dir", "flag", "validate"], capture_output=True, text=True, env=base, cwd=tmp_path, timeout=60
+    )
+    assert done.stdout.strip() == f"ok: {flag} (1 deployment(s))"
