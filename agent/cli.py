@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.add_argument("--json", action="store_true", help="print {'deployments': [...]}")
 
+    p = command("gpus", "each GPU: memory, load, health, and the deployments and other processes on it")
+    p.add_argument("--json", action="store_true", help="print {'backends': [...], 'devices': [...], 'error': ...}")
+
     p = command("render", "print the unit drop-in a deployment gets, without writing it")
     p.add_argument("name", help=NAME_HELP)
 
@@ -183,6 +186,11 @@ def run_command(args: argparse.Namespace, engine_args: list[str] | None, connect
     if args.command == "plugins":
         config = _load(config_dir, user, name="")
         return commands.plugins(_plugins(config), as_json=args.json)
+    if args.command == "gpus":
+        from .gpu.command import gpus
+
+        plugins = _plugins(_load(config_dir, user, name=""))
+        return gpus(plugins.gpu_backends(), as_json=args.json, blocked=plugins.blocked())
     if args.command == "render":
         from .configdir import load_one
 

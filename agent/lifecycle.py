@@ -15,6 +15,7 @@ from .deployfile import assign_port
 from .desired import RUNNING, STOPPED, DesiredStates
 from .errors import GpuError, StartFailed
 from .fsutil import remove_if_exists, write_atomic
+from .gpu.backends import usable_devices
 from .names import unit_name
 from .plugins import Plugins
 from .ports import allocate_port
@@ -92,7 +93,7 @@ class Deployments:
             previous = [item for item in match.group(1).split(",") if item]
             if len(previous) == wanted:
                 return previous
-        devices = [device for backend in self.plugins.gpu_backends().values() for device in backend.list_devices()]
+        devices = usable_devices(self.plugins)  # GpuError: no GPU backend available: <reason>
         chosen = self.plugins.select_devices(deployment, devices)
         if not chosen:
             raise GpuError(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from .config import AgentSettings, Deployment, TestSpec
+from .errors import GpuError
 
 Progress = Callable[[str], None]
 """Reports a short human line about long work (shown in ``systemctl status``)."""
@@ -19,6 +20,8 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class GpuDevice:
+    """What placement needs: which device, and how much memory is free on it."""
+
     index: int
     uuid: str
     name: str
@@ -28,12 +31,120 @@ class GpuDevice:
     backend: str = ""
 
 
+# In the types below, None means "unknown": the driver or device does not report it (a query
+# answered NotSupported or NoPermission). One unanswered query never hides the rest of a device.
+
+
+@dataclass(frozen=True)
+class GpuProcess:
+    """A compute process on a device, as the driver reports it."""
+
+    pid: int
+    used_memory: int | None = None  # bytes
+
+
+@dataclass(frozen=True)
+class MigInstance:
+    """A MIG device (an NVIDIA GPU partition); its UUID works in CUDA_VISIBLE_DEVICES."""
+
+    index: int
+    uuid: str
+    memory_total: int | None = None  # bytes
+    memory_used: int | None = None  # bytes
+
+
+@dataclass(frozen=True)
+class DeviceHealth:
+    """Counters that tell a device needs attention. ``error``: the device could not be read."""
+
+    ecc_uncorrected_volatile: int | None = None  # since the last driver load or GPU reset
+    ecc_uncorrected_aggregate: int | None = None  # over the device's lifetime
+    retired_pages_pending: bool | None = None  # pages waiting for a reset to be retired
+    remapped_rows_pending: bool | None = None  # rows waiting for a reset to be remapped
+    remapping_failed: bool | None = None  # a row could not be remapped: the GPU needs service
+    error: str | None = None  # e.g. "GPU is lost"
+
+    @property
+    def problems(self) -> list[str]:
+        """One short line per reason this device should not take new work."""
+        found = [f"cannot be read: {self.error}"] if self.error else []
+        if self.ecc_uncorrected_volatile:
+            found.append(f"{self.ecc_uncorrected_volatile} uncorrectable ECC error(s) since the last reset")
+        if self.retired_pages_pending:
+            found.append("retired pages pending (needs a GPU reset)")
+        if self.remapped_rows_pending:
+            found.append("row remapping pending (needs a GPU reset)")
+        if self.remapping_failed:
+            found.append("row remapping failed (the GPU needs service)")
+        return found
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
+class GpuSnapshot(GpuDevice):
+    """Everything a backend read from one device at one moment. A GpuDevice, so placement can
+    take snapshots where it takes devices."""
+
+    pci_bus_id: str | None = None  # "00000000:3B:00.0" (NVIDIA) or "0000:c1:00.0" (AMD BDF)
+    memory_used: int | None = None  # bytes
+    utilisation: int | None = None  # percent of time the compute engine was busy
+    temperature: int | None = None  # degrees Celsius
+    power_draw: float | None = None  # watts
+    power_limit: float | None = None  # watts
+    mig_enabled: bool | None = None
+    mig_instances: tuple[MigInstance, ...] = ()
+    processes: tuple[GpuProcess, ...] | None = None
+    health: DeviceHealth = field(default_factory=DeviceHealth)
+
+
+@dataclass(frozen=True)
+class XidEvent:
+    """A critical error the NVIDIA driver reported for a device (an "Xid"), e.g. 79: fell off the bus."""
+
+    uuid: str
+    xid: int
+
+
+@runtime_checkable
+class XidWatch(Protocol):
+    """Waits for Xid events; made by ``GpuBackend.watch_xids()``, used from one thread."""
+
+    def wait(self, timeout: float) -> Sequence[XidEvent]:
+        """Block up to ``timeout`` seconds; return the events that arrived (often none)."""
+        ...
+
+    def close(self) -> None: ...
+
+
 @runtime_checkable
 class GpuBackend(Protocol):
     name: str
 
+    def unavailable(self) -> GpuError | None:
+        """Why this backend cannot be used on this host (no driver, no library), or None.
+
+        Probed on the first call and remembered: a host without the driver says so once.
+        """
+        ...
+
     def list_devices(self) -> Sequence[GpuDevice]:
-        """The devices on this host; raise GpuError with a hint when the library fails."""
+        """The devices on this host, cheaply (memory only); raise GpuError with a hint when the
+        library fails."""
+        ...
+
+    def snapshot(self) -> Sequence[GpuSnapshot]:
+        """Every device with memory, utilisation, temperature, power, processes, MIG and health.
+
+        Raise GpuError only when the library as a whole fails; a device that cannot be read is
+        returned with ``health.error`` set, and an unanswered query leaves its field None.
+        """
+        ...
+
+    def watch_xids(self) -> XidWatch:
+        """Start watching every device for Xid events (run ``wait`` in a thread)."""
         ...
 
 
@@ -136,10 +247,15 @@ __all__ = [
     "AgentSettings",
     "CheckResult",
     "Deployment",
+    "DeviceHealth",
     "EngineTarget",
     "GpuBackend",
     "GpuDevice",
+    "GpuError",
+    "GpuProcess",
+    "GpuSnapshot",
     "HealthStrategy",
+    "MigInstance",
     "ModelSource",
     "Progress",
     "ResolvedModel",
@@ -148,4 +264,6 @@ __all__ = [
     "TestRunner",
     "TestSpec",
     "UnitDirectives",
+    "XidEvent",
+    "XidWatch",
 ]

@@ -7,6 +7,7 @@ from pathlib import Path
 from .config import MODELS_DIR
 from .configdir import Config, load_config
 from .errors import AgentError
+from .gpu.backends import no_backend_error
 from .plugin_api import TestContext
 from .plugins import make_plugin_manager
 
@@ -21,6 +22,7 @@ def problems_in(config_dir: Path, *, user: bool = False) -> list[str]:
     except AgentError as err:
         return [*problems, f"agent.toml: plugins: {err.message}"]
     problems += _plugin_problems(config, plugins)
+    problems += _gpu_problems(config, plugins)
     problems += _port_problems(config)
     return problems
 
@@ -54,6 +56,19 @@ def _plugin_problems(config: Config, plugins) -> list[str]:  # noqa: ANN001 - Pl
                 continue
             found += [f"{label}: tests[{index}]: {problem}" for problem in runner.problems(spec, context)]
     return found
+
+
+def _gpu_problems(config: Config, plugins) -> list[str]:  # noqa: ANN001 - Plugins
+    """A deployment that asks for GPUs on a host where no GPU backend works cannot start."""
+    wanting = [
+        name
+        for name, deployment in sorted(config.deployments.items())
+        if deployment.mode != "external" and deployment.gpus  # a count >= 1 or a non-empty list
+    ]
+    error = no_backend_error(plugins.gpu_backends(), plugins.blocked()) if wanting else None
+    if error is None:
+        return []
+    return [f"{MODELS_DIR}/{name}.toml: gpus: {error.message}" for name in wanting]
 
 
 def _port_problems(config: Config) -> list[str]:

@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from vllm_agent import hookimpl
 from vllm_agent.errors import GpuError
-from vllm_agent.plugin_api import AgentSettings, GpuBackend, GpuDevice
+from vllm_agent.plugin_api import (
+    AgentSettings,
+    DeviceHealth,
+    GpuBackend,
+    GpuDevice,
+    GpuProcess,
+    GpuSnapshot,
+    XidWatch,
+)
+
+from ._gpu import NoXids, ProbedOnce
 
 # amdsmi_status_t codes (amdsmi.h) -> (what it means, what to do)
 KNOWN_STATUS: dict[int, tuple[str, str]] = {
@@ -33,24 +43,42 @@ GENERIC_HINT = "run `amd-smi list` to check the driver and GPUs"
 
 
 class RocmBackend:
-    """Lists AMD GPUs with their VRAM. Each call opens and closes an AMD SMI session."""
+    """AMD GPUs: VRAM for placement, the full picture for ``vllm-agent gpus`` and metrics.
+
+    Each call opens and closes an AMD SMI session. AMD GPUs report no Xid events: the watch waits.
+    """
 
     name = "rocm"
 
     def __init__(self, library: Any) -> None:
         self.library = library
+        self._probe = ProbedOnce(self._open_and_close)
+
+    def unavailable(self) -> GpuError | None:
+        return self._probe.unavailable()
+
+    def _open_and_close(self) -> None:
+        smi = self.library
+        self._call("initialising AMD SMI", smi.amdsmi_init, smi.AmdSmiInitFlags.INIT_AMD_GPUS)
+        _shutdown(smi)
 
     def list_devices(self) -> Sequence[GpuDevice]:
+        return self._each_device(self._device)
+
+    def snapshot(self) -> Sequence[GpuSnapshot]:
+        return self._each_device(self._snapshot)
+
+    def watch_xids(self) -> XidWatch:
+        return NoXids()
+
+    def _each_device(self, read: Callable[[int, Any], Any]) -> list[Any]:
         smi = self.library
         self._call("initialising AMD SMI", smi.amdsmi_init, smi.AmdSmiInitFlags.INIT_AMD_GPUS)
         try:
             handles = self._call("listing GPUs", smi.amdsmi_get_processor_handles)
-            return [self._device(index, handle) for index, handle in enumerate(handles)]
+            return [read(index, handle) for index, handle in enumerate(handles)]
         finally:
-            try:
-                smi.amdsmi_shut_down()
-            except Exception:  # nothing to act on, and it must not hide the real error
-                pass
+            _shutdown(smi)
 
     def _device(self, index: int, handle: Any) -> GpuDevice:
         smi, doing = self.library, f"reading GPU {index}"
@@ -58,15 +86,59 @@ class RocmBackend:
         total = int(self._call(doing, smi.amdsmi_get_gpu_memory_total, handle, vram))
         used = int(self._call(doing, smi.amdsmi_get_gpu_memory_usage, handle, vram))
         asic = self._call(doing, smi.amdsmi_get_gpu_asic_info, handle)
-        name = str(asic.get("market_name") or "") if isinstance(asic, dict) else ""
         return GpuDevice(
             index=index,
             uuid=str(self._call(doing, smi.amdsmi_get_gpu_device_uuid, handle)),
-            name=name if name and name != "N/A" else "AMD GPU",
+            name=_market_name(asic),
             vendor="amd",
             memory_total=total,
             memory_free=max(total - used, 0),
             backend=self.name,
+        )
+
+    def _snapshot(self, index: int, handle: Any) -> GpuSnapshot:
+        """Identity and VRAM are required; every other query may go unanswered (None)."""
+        try:
+            device = self._device(index, handle)
+        except GpuError as err:
+            message = err.message.removeprefix(f"rocm: reading GPU {index} failed: ")
+            return GpuSnapshot(index, "", "", "amd", 0, 0, self.name, health=DeviceHealth(error=message))
+        smi = self.library
+
+        def ask(function: Any, *args: Any) -> Any:
+            try:
+                return _known(function(handle, *args))
+            except smi.AmdSmiException:  # NotSupported, NoPerm, NoData: unknown, not fatal
+                return None
+
+        activity = ask(smi.amdsmi_get_gpu_activity) or {}
+        power = ask(smi.amdsmi_get_power_info) or {}
+        temps, current = smi.AmdSmiTemperatureType, smi.AmdSmiTemperatureMetric.CURRENT
+        # MI200/MI300 have no edge sensor; the hotspot (junction) is what throttles first anyway.
+        temperature = ask(smi.amdsmi_get_temp_metric, temps.HOTSPOT, current)
+        if temperature is None:
+            temperature = ask(smi.amdsmi_get_temp_metric, temps.EDGE, current)
+        processes = ask(smi.amdsmi_get_gpu_process_list)
+        ecc = ask(smi.amdsmi_get_gpu_total_ecc_count) or {}
+        bad_pages = ask(smi.amdsmi_get_gpu_bad_page_info)
+        pending = smi.AmdSmiMemoryPageStatus.PENDING
+        draw = _known(power.get("current_socket_power"))
+        return GpuSnapshot(
+            **vars(device),
+            pci_bus_id=ask(smi.amdsmi_get_gpu_device_bdf),
+            memory_used=device.memory_total - device.memory_free,
+            utilisation=_known(activity.get("gfx_activity")),
+            temperature=temperature,
+            power_draw=_known(power.get("average_socket_power")) if draw is None else draw,  # watts
+            power_limit=_known(power.get("power_limit")),
+            processes=None if processes is None else tuple(_process(item) for item in processes),
+            health=DeviceHealth(
+                # RAS counts since the driver loaded: AMD's counterpart of NVIDIA's volatile count.
+                ecc_uncorrected_volatile=_known(ecc.get("uncorrectable_count")),
+                retired_pages_pending=None
+                if bad_pages is None
+                else any(_known(page.get("status")) == pending for page in bad_pages),
+            ),
         )
 
     def _call(self, doing: str, function: Any, *args: Any) -> Any:
@@ -79,6 +151,29 @@ class RocmBackend:
             raise GpuError(f"rocm: {doing} failed: {meaning} ({err})", hint=hint) from None
         except smi.AmdSmiException as err:
             raise GpuError(f"rocm: {doing} failed: {err}", hint=GENERIC_HINT) from None
+
+
+def _market_name(asic: Any) -> str:
+    name = str(asic.get("market_name") or "") if isinstance(asic, dict) else ""
+    return name if name and name != "N/A" else "AMD GPU"
+
+
+def _known(value: Any) -> Any:
+    """amdsmi writes "N/A" where the device has no figure."""
+    return None if value == "N/A" else value
+
+
+def _process(item: dict[str, Any]) -> GpuProcess:
+    usage = item.get("memory_usage")
+    vram = _known(usage.get("vram_mem")) if isinstance(usage, dict) else _known(item.get("mem"))
+    return GpuProcess(pid=int(item["pid"]), used_memory=None if vram is None else int(vram))
+
+
+def _shutdown(smi: Any) -> None:
+    try:
+        smi.amdsmi_shut_down()
+    except Exception:  # nothing to act on, and it must not hide the real error
+        pass
 
 
 def _status(err: Any) -> int:

@@ -9,7 +9,7 @@ fail with AMDSMI_STATUS_NOT_INIT.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 # amdsmi_status_t (amdsmi.h)
@@ -38,6 +38,30 @@ class AmdSmiMemoryType(IntEnum):
     VRAM = 0
     VIS_VRAM = 1
     GTT = 2
+
+
+class AmdSmiTemperatureType(IntEnum):
+    EDGE = 0
+    HOTSPOT = 1
+    JUNCTION = 1
+    VRAM = 2
+    HBM_0 = 3
+    HBM_1 = 4
+    HBM_2 = 5
+    HBM_3 = 6
+    PLX = 7
+
+
+class AmdSmiTemperatureMetric(IntEnum):
+    CURRENT = 0
+    MAX = 1
+    MIN = 2
+
+
+class AmdSmiMemoryPageStatus(IntEnum):
+    RESERVED = 0
+    PENDING = 1
+    UNRESERVABLE = 2
 
 
 class AmdSmiException(Exception):
@@ -72,12 +96,22 @@ class amdsmi_processor_handle:  # noqa: N801 - a c_void_p in amdsmi_wrapper
     index: int
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)  # identity: two equal-looking GPUs are still two
 class FakeAmdGpu:
     market_name: str = "AMD Instinct MI300X"
     total: int = 192 * 1024**3
     used: int = 512 * 1024**2
     uuid: str = ""
+    bdf: str = ""
+    activity: int | str = 0  # gfx_activity percent, or "N/A"
+    hotspot: int | None = 40  # Celsius; None: the sensor answers NOT_SUPPORTED
+    edge: int | None = None  # MI300 has no edge sensor
+    power: int | str = 120  # current_socket_power, watts, or "N/A"
+    power_limit: int = 750  # watts
+    processes: list[tuple[int, int]] = field(default_factory=list)  # (pid, VRAM bytes)
+    ecc_uncorrectable: int = 0
+    pending_bad_pages: int = 0
+    fail: dict[str, int] = field(default_factory=dict)  # function name -> amdsmi_status_t, this GPU only
 
 
 class FakeAmdSmi:
@@ -89,6 +123,9 @@ class FakeAmdSmi:
 
     AmdSmiInitFlags = AmdSmiInitFlags
     AmdSmiMemoryType = AmdSmiMemoryType
+    AmdSmiTemperatureType = AmdSmiTemperatureType
+    AmdSmiTemperatureMetric = AmdSmiTemperatureMetric
+    AmdSmiMemoryPageStatus = AmdSmiMemoryPageStatus
     AmdSmiException = AmdSmiException
     AmdSmiLibraryException = AmdSmiLibraryException
     AmdSmiParameterException = AmdSmiParameterException
@@ -109,10 +146,13 @@ class FakeAmdSmi:
         if needs_init and not self.initialised:
             raise AmdSmiLibraryException(AMDSMI_STATUS_NOT_INIT)
 
-    def _gpu(self, handle: object) -> FakeAmdGpu:
+    def _gpu(self, handle: object, function: str = "") -> FakeAmdGpu:
         if not isinstance(handle, amdsmi_processor_handle):
             raise AmdSmiParameterException(handle, amdsmi_processor_handle)
-        return self.gpus[handle.index]
+        gpu = self.gpus[handle.index]
+        if function in gpu.fail:
+            raise AmdSmiLibraryException(gpu.fail[function])
+        return gpu
 
     @staticmethod
     def _memory_type(mem_type: object) -> None:
@@ -135,12 +175,12 @@ class FakeAmdSmi:
 
     def amdsmi_get_gpu_device_uuid(self, processor_handle: amdsmi_processor_handle) -> str:
         self._enter("amdsmi_get_gpu_device_uuid")
-        gpu = self._gpu(processor_handle)
+        gpu = self._gpu(processor_handle, "amdsmi_get_gpu_device_uuid")
         return gpu.uuid or f"{processor_handle.index:02x}ff74a1-0000-1000-8000-000000000000"
 
     def amdsmi_get_gpu_asic_info(self, processor_handle: amdsmi_processor_handle) -> dict[str, object]:
         self._enter("amdsmi_get_gpu_asic_info")
-        gpu = self._gpu(processor_handle)
+        gpu = self._gpu(processor_handle, "amdsmi_get_gpu_asic_info")
         return {
             "market_name": gpu.market_name,
             "vendor_id": "0x1002",
@@ -156,9 +196,75 @@ class FakeAmdSmi:
     def amdsmi_get_gpu_memory_total(self, processor_handle: amdsmi_processor_handle, mem_type: AmdSmiMemoryType) -> int:
         self._enter("amdsmi_get_gpu_memory_total")
         self._memory_type(mem_type)
-        return self._gpu(processor_handle).total
+        return self._gpu(processor_handle, "amdsmi_get_gpu_memory_total").total
 
     def amdsmi_get_gpu_memory_usage(self, processor_handle: amdsmi_processor_handle, mem_type: AmdSmiMemoryType) -> int:
         self._enter("amdsmi_get_gpu_memory_usage")
         self._memory_type(mem_type)
-        return self._gpu(processor_handle).used
+        return self._gpu(processor_handle, "amdsmi_get_gpu_memory_usage").used
+
+    def amdsmi_get_gpu_device_bdf(self, processor_handle: amdsmi_processor_handle) -> str:
+        self._enter("amdsmi_get_gpu_device_bdf")
+        gpu = self._gpu(processor_handle, "amdsmi_get_gpu_device_bdf")
+        return gpu.bdf or f"0000:{0xC1 + processor_handle.index:02x}:00.0"
+
+    def amdsmi_get_gpu_activity(self, processor_handle: amdsmi_processor_handle) -> dict[str, object]:
+        self._enter("amdsmi_get_gpu_activity")
+        gpu = self._gpu(processor_handle, "amdsmi_get_gpu_activity")
+        return {"gfx_activity": gpu.activity, "umc_activity": "N/A", "mm_activity": "N/A"}
+
+    def amdsmi_get_temp_metric(
+        self,
+        processor_handle: amdsmi_processor_handle,
+        sensor_type: AmdSmiTemperatureType,
+        metric: AmdSmiTemperatureMetric,
+    ) -> int:
+        self._enter("amdsmi_get_temp_metric")
+        gpu = self._gpu(processor_handle, "amdsmi_get_temp_metric")
+        if not isinstance(sensor_type, AmdSmiTemperatureType):
+            raise AmdSmiParameterException(sensor_type, AmdSmiTemperatureType)
+        if not isinstance(metric, AmdSmiTemperatureMetric):
+            raise AmdSmiParameterException(metric, AmdSmiTemperatureMetric)
+        value = {AmdSmiTemperatureType.HOTSPOT: gpu.hotspot, AmdSmiTemperatureType.EDGE: gpu.edge}.get(sensor_type)
+        if value is None or metric != AmdSmiTemperatureMetric.CURRENT:
+            raise AmdSmiLibraryException(AMDSMI_STATUS_NOT_SUPPORTED)
+        return value
+
+    def amdsmi_get_power_info(self, processor_handle: amdsmi_processor_handle) -> dict[str, object]:
+        self._enter("amdsmi_get_power_info")
+        gpu = self._gpu(processor_handle, "amdsmi_get_power_info")
+        return {
+            "current_socket_power": gpu.power,
+            "average_socket_power": "N/A",
+            "gfx_voltage": "N/A",
+            "soc_voltage": "N/A",
+            "mem_voltage": "N/A",
+            "power_limit": gpu.power_limit,
+        }
+
+    def amdsmi_get_gpu_process_list(self, processor_handle: amdsmi_processor_handle) -> list[dict[str, object]]:
+        self._enter("amdsmi_get_gpu_process_list")
+        gpu = self._gpu(processor_handle, "amdsmi_get_gpu_process_list")
+        return [
+            {
+                "name": "python3",
+                "pid": pid,
+                "mem": vram,
+                "engine_usage": {"gfx": 0, "enc": 0},
+                "memory_usage": {"gtt_mem": 0, "cpu_mem": 0, "vram_mem": vram},
+            }
+            for pid, vram in gpu.processes
+        ]
+
+    def amdsmi_get_gpu_total_ecc_count(self, processor_handle: amdsmi_processor_handle) -> dict[str, int]:
+        self._enter("amdsmi_get_gpu_total_ecc_count")
+        gpu = self._gpu(processor_handle, "amdsmi_get_gpu_total_ecc_count")
+        return {"correctable_count": 0, "uncorrectable_count": gpu.ecc_uncorrectable, "deferred_count": 0}
+
+    def amdsmi_get_gpu_bad_page_info(self, processor_handle: amdsmi_processor_handle) -> list[dict[str, int]]:
+        self._enter("amdsmi_get_gpu_bad_page_info")
+        gpu = self._gpu(processor_handle, "amdsmi_get_gpu_bad_page_info")
+        return [
+            {"value": i, "page_address": 0x1000 * i, "page_size": 4096, "status": AmdSmiMemoryPageStatus.PENDING}
+            for i in range(gpu.pending_bad_pages)
+        ]

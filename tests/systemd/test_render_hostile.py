@@ -239,9 +239,13 @@ def config_of(conf: Path):  # noqa: ANN201 - Config
 
 def check_validate_cli(user_manager: UserManager, conf: Path, refused: set[str]) -> None:
     """The operator's `vllm-agent validate` names exactly the refused files, one line each."""
+    # Accepted files may ask for GPUs: give the host some (tests/plugins/fakegpu), or validate
+    # would rightly add "no GPU backend available" on a machine without a driver.
+    gpus = conf.parent / "fake-gpus.json"
+    gpus.write_text(json.dumps({"count": 4}))
     done = subprocess.run(
         [str(AGENT), "--user", "--config-dir", str(conf), "validate", "--json"],
-        env={**os.environ, **user_manager.env},
+        env={**os.environ, **user_manager.env, "VLLM_AGENT_FAKE_GPUS": str(gpus)},
         capture_output=True,
         text=True,
         timeout=120,
