@@ -135,4 +135,6 @@ def test_render_of_a_gpu_deployment_fails_in_one_line_and_a_cpu_one_renders(conf
     working = describe(tmp_path / "ok.json", devices=[{"used": 70 * GiB}, {"used": 0}])
     rendered = run(conf, working, "render", "big")
     assert rendered.returncode == 0, rendered.stderr
-    assert "Environment=CUDA_VISIBLE_DEVICES=1" in rendered.stdout, "the device with the most free memory"
+    # The device with the most free memory, pinned by UUID in PCI bus order.
+    assert "Environment=CUDA_VISIBLE_DEVICES=GPU-00000000-0000-0000-0000-000000000001" in rendered.stdout
+    assert "Environment=CUDA_DEVICE_ORDER=PCI_BUS_ID" in rendered.stdout
