@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,15 +36,6 @@ def conf(tmp_path: Path) -> Path:
     (conf / "models.d" / "big.toml").write_text('model = "org/big-model"\nport = 8102\ngpus = 1\n')
     (conf / "models.d" / "pinned.toml").write_text('model = "org/pinned"\nport = 8103\ngpus = [0]\n')
     return conf
-
-
-@pytest.fixture
-def sleeper() -> Iterator[subprocess.Popen[bytes]]:
-    """A real process outside any vllm@ unit: on a GPU it is a foreign process."""
-    process = subprocess.Popen(["sleep", "60"])
-    yield process
-    process.kill()
-    process.wait()
 
 
 def describe(path: Path, **description: object) -> Path:
