@@ -10,7 +10,7 @@ from .desired import RUNNING
 from .errors import AgentError, GpuError
 from .gpu.backends import no_backend_error
 from .gpu.placement import Placer, check_sharing
-from .gpu.slots import resolve, utilisation
+from .gpu.slots import resolve_all, utilisation
 from .plugin_api import TestContext
 from .plugins import make_plugin_manager
 
@@ -85,7 +85,7 @@ def _gpu_problems(config: Config, plugins) -> list[str]:  # noqa: ANN001 - Plugi
     for name, deployment in named.items():
         label = f"{MODELS_DIR}/{name}.toml"
         try:
-            resolved = [resolve(item, slots, label) for item in deployment.gpus or []]
+            resolved = resolve_all(deployment.gpus or [], slots, label)
         except GpuError as err:
             found.append(err.message)
             continue

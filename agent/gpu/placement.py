@@ -29,7 +29,7 @@ from ..lock import config_lock
 from ..log import get_logger
 from .backends import require_backend
 from .quarantine import QuarantineStore
-from .slots import Slot, resolve, slots_of, utilisation
+from .slots import Slot, resolve_all, slots_of, utilisation
 
 FILE = "placement.json"
 EPSILON = 1e-9  # 0.3 + 0.7 must still be at most 1
@@ -134,7 +134,7 @@ class Placer:
         quarantined: dict[str, dict[str, Any]],
     ) -> list[Slot]:
         label = f"{MODELS_DIR}/{deployment.name}.toml"
-        chosen = [resolve(item, slots, label) for item in items]
+        chosen = resolve_all(items, slots, label)
         for slot in chosen:
             if slot.uuid in quarantined or slot.parent in quarantined:
                 raise _quarantined(label, slot, quarantined)

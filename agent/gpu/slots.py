@@ -121,6 +121,17 @@ def resolve(item: int | str, slots: Sequence[Slot], label: str) -> Slot:
     return matches[0]
 
 
+def resolve_all(items: Sequence[int | str], slots: Sequence[Slot], label: str) -> list[Slot]:
+    """Every named device, each once: an index and a UUID may name the same one."""
+    chosen = [resolve(item, slots, label) for item in items]
+    seen: dict[str, int | str] = {}
+    for item, slot in zip(items, chosen, strict=True):
+        if slot.uuid in seen:
+            raise GpuError(f"{label}: gpus: {seen[slot.uuid]!r} and {item!r} are the same device ({slot.uuid})")
+        seen[slot.uuid] = item
+    return chosen
+
+
 def utilisation(value: float | None) -> float:
     return DEFAULT_UTILISATION if value is None else value
 

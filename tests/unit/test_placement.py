@@ -21,6 +21,8 @@ from vllm_agent.gpu.placement import PlacementRecords, Placer
 from vllm_agent.gpu.quarantine import quarantine
 from vllm_agent.lifecycle import Deployments
 from vllm_agent.plugins import make_plugin_manager
+from vllm_agent.status import one_line
+from vllm_agent.systemd.model import UnitState
 from vllm_agent.validate import problems_in
 
 GiB = 1024**3
@@ -254,10 +256,8 @@ def test_the_decision_is_in_the_unit_and_in_status(host: Host) -> None:
     text = deployments.prepare("a").rendered.text
     assert "Environment=CUDA_DEVICE_ORDER=PCI_BUS_ID\n" in text
     assert f"Environment=CUDA_VISIBLE_DEVICES={uuid(1)},{uuid(2)}\n" in text
-    from vllm_agent.status import one_line
-    from vllm_agent.systemd.model import UnitState
-
-    status = deployments.status_of(placer.config.deployment("a"), UnitState("vllm@a.service", "loaded", "active", "running", "success", 0, 42, 0, 0, "", "", 0, 0))
+    unit = UnitState("vllm@a.service", "loaded", "active", "running", "success", 0, 42, 0, 0, "", "", 0, 0)
+    status = deployments.status_of(placer.config.deployment("a"), unit)
     assert status.gpus == ["1", "2"]
     assert [(d["index"], d["uuid"], d["name"]) for d in status.devices] == [
         (1, uuid(1), "NVIDIA H100 80GB HBM3"),
