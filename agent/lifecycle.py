@@ -14,6 +14,7 @@ from .deployfile import assign_port
 from .desired import RUNNING, STOPPED, DesiredStates
 from .errors import StartFailed
 from .fsutil import remove_if_exists, write_atomic
+from .gpu.devnodes import device_allow, sandboxed
 from .gpu.placement import Placer
 from .names import unit_name
 from .plugins import Plugins
@@ -59,13 +60,15 @@ class Deployments:
             deployment = deployment.model_copy(update={"port": allocate_port(self.config.settings.port_range, taken)})
         # GpuError: no backend, too few free devices, a named device missing or over-shared.
         slots = self.placer.place(deployment, record=write_port)
+        directives = self.plugins.unit_directives(deployment)
         return render(
             self.config,
             deployment,
             command=self.command,
             visible_devices=None if slots is None else [slot.uuid for slot in slots],
             gpu_vendor=slots[0].vendor if slots else "nvidia",
-            directives=self.plugins.unit_directives(deployment),
+            device_allow=device_allow(slots) if slots and sandboxed(directives) else (),
+            directives=directives,
         )
 
     def prepare(self, name: str) -> Prepared:

@@ -60,6 +60,7 @@ def render(
     command: Sequence[str] | None = None,
     visible_devices: Sequence[str] | None = None,
     gpu_vendor: str = "nvidia",
+    device_allow: Sequence[str] = (),
     directives: Mapping[str, Sequence[str]] | None = None,
 ) -> Rendered:
     settings = config.settings
@@ -90,6 +91,8 @@ def render(
             "Environment=" + unitescape.env_assignment(variable, value, "gpus")
             for variable, value in pin_environment(visible_devices, gpu_vendor)
         ]
+    # Only for a unit that closes /dev (agent/gpu/devnodes.py): exactly the pinned devices' nodes.
+    service += ["DeviceAllow=" + unitescape.plain(node, "gpus") for node in device_allow]
     service += _credentials(config)
     service += [
         # The launcher extends this while the engine shows progress and enforces the whole

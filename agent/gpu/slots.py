@@ -29,6 +29,7 @@ class Slot:
     mig: int | None = None
     parent: str = ""
     problems: tuple[str, ...] = ()  # health problems: a sick device gets no new work
+    pci_bus_id: str = ""  # finds its device node (a MIG instance: its GPU's)
 
     @property
     def label(self) -> str:
@@ -74,6 +75,7 @@ def slots_of(snapshots: Iterable[GpuSnapshot]) -> list[Slot]:
                         mig.index,
                         gpu.uuid,
                         problems,
+                        gpu.pci_bus_id or "",
                     )
                 )
             continue
@@ -89,6 +91,7 @@ def slots_of(snapshots: Iterable[GpuSnapshot]) -> list[Slot]:
                 None,
                 gpu.uuid,
                 problems,
+                gpu.pci_bus_id or "",
             )
         )
     return found

@@ -11,12 +11,15 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from vllm_agent import hookimpl
 from vllm_agent.configdir import load_config
 from vllm_agent.desired import STOPPED, DesiredStates
 from vllm_agent.errors import GpuError
+from vllm_agent.gpu.devnodes import device_allow
 from vllm_agent.gpu.placement import PlacementRecords, Placer
 from vllm_agent.gpu.quarantine import quarantine
 from vllm_agent.lifecycle import Deployments
@@ -131,6 +134,7 @@ PLACE = """\
 import sys, time
 from pathlib import Path
 from vllm_agent.configdir import load_config
+from vllm_agent.gpu.devnodes import device_allow
 from vllm_agent.gpu.placement import Placer
 from vllm_agent.plugins import make_plugin_manager
 conf, name, go = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
@@ -264,3 +268,37 @@ def test_the_decision_is_in_the_unit_and_in_status(host: Host) -> None:
         (2, uuid(2), "NVIDIA H100 80GB HBM3"),
     ]
     assert "  gpu 1,2" in one_line(status)
+
+
+class Sandbox:
+    """A site plugin that closes /dev for every unit."""
+
+    @hookimpl
+    def agent_unit_directives(self, deployment, settings):  # noqa: ANN001, ANN201
+        return {"Service": ["DevicePolicy=closed"]}
+
+
+def test_a_sandboxed_unit_is_granted_exactly_its_devices_nodes(host: Host, tmp_path: Path) -> None:
+    host.deploy("a", "gpus = 1\nport = 8100\n")
+    config = host.config()
+    plain = Deployments(config, None, make_plugin_manager(config.settings))  # type: ignore[arg-type]
+    assert "DeviceAllow=" not in plain.render("a", write_port=False).text, "no sandbox: nothing to grant"
+    sandboxed = make_plugin_manager(config.settings, extra=[("sandbox", Sandbox())])
+    closed = Deployments(config, None, sandboxed)  # type: ignore[arg-type]
+    text = closed.render("a", write_port=False).text
+    assert "DeviceAllow=/dev/nvidiactl rw\nDeviceAllow=/dev/nvidia-uvm rw\n" in text
+    # The GPU's own node comes from the driver's entry for its PCI address.
+    proc = tmp_path / "proc"
+    (proc / "driver/nvidia/gpus/0000:18:00.0").mkdir(parents=True)
+    (proc / "driver/nvidia/gpus/0000:18:00.0/information").write_text("Model: H100\nDevice Minor: 5\n")
+    slots = Placer(config, make_plugin_manager(config.settings)).slots()
+    assert device_allow(slots[:1], proc=proc) == [
+        "/dev/nvidiactl rw",
+        "/dev/nvidia-uvm rw",
+        "/dev/nvidia-uvm-tools rw",
+        "/dev/nvidia5 rw",
+    ]
+    amd = replace(slots[0], vendor="amd", pci_bus_id="0000:c1:00.0")
+    drm = tmp_path / "sys/bus/pci/devices/0000:c1:00.0/drm"
+    (drm / "renderD129").mkdir(parents=True)
+    assert device_allow([amd], sys=tmp_path / "sys") == ["/dev/kfd rw", "/dev/dri/renderD129 rw"]
