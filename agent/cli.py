@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("gpus", "each GPU: memory, load, health, and the deployments and other processes on it")
     p.add_argument("--json", action="store_true", help="print {'backends': [...], 'devices': [...], 'error': ...}")
+    p.add_argument("--release", metavar="ID", help="lift the quarantine of a device (index or UUID)")
 
     p = command("render", "print the unit drop-in a deployment gets, without writing it")
     p.add_argument("name", help=NAME_HELP)
@@ -187,10 +188,13 @@ def run_command(args: argparse.Namespace, engine_args: list[str] | None, connect
         config = _load(config_dir, user, name="")
         return commands.plugins(_plugins(config), as_json=args.json)
     if args.command == "gpus":
-        from .gpu.command import gpus
+        from .gpu.command import gpus, release
 
-        plugins = _plugins(_load(config_dir, user, name=""))
-        return gpus(plugins.gpu_backends(), as_json=args.json, blocked=plugins.blocked())
+        config = _load(config_dir, user, name="")
+        plugins = _plugins(config)
+        if args.release is not None:
+            return release(plugins.gpu_backends(), config.state_dir, args.release)
+        return gpus(plugins.gpu_backends(), as_json=args.json, blocked=plugins.blocked(), state_dir=config.state_dir)
     if args.command == "render":
         from .configdir import load_one
 

@@ -221,6 +221,12 @@ class Deployment(Strict):
     gpus: Annotated[int, Field(ge=0)] | list[int | str] | None = None
     gpu_memory_utilization: float | None = None
     tensor_parallel_size: Annotated[int, Field(ge=1)] | None = None
+    pipeline_parallel_size: Annotated[int, Field(ge=1)] | None = None
+    # Seconds the launcher waits for GPU memory a stopping engine still holds (a restart).
+    wait_for_memory: Annotated[float, Field(ge=0)] = 30.0
+    # What the daemon does when a device of this deployment fails (a bad Xid, new ECC errors,
+    # a lost GPU): stop it, keep it (the engine's own restarts decide), or move it elsewhere.
+    on_gpu_failure: Literal["stop", "keep", "move"] = "stop"
     max_model_len: Annotated[int, Field(ge=1)] | None = None
     args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
@@ -290,7 +296,28 @@ class Deployment(Strict):
         for item in value if isinstance(value, list) else []:
             if isinstance(item, int) and item < 0 or isinstance(item, str) and not _GPU_ID.fullmatch(item):
                 raise ValueError(f"each GPU must be an index (0, 1, ...) or a UUID (GPU-..., MIG-...), got {item!r}")
+        if isinstance(value, list):
+            if len({str(item) for item in value}) != len(value):
+                raise ValueError(f"names a device twice: {value!r}")
+            if len(value) > 1 and any(str(item).startswith("MIG-") for item in value):
+                # CUDA enumerates one MIG device per process: an engine cannot span two.
+                raise ValueError(f"a MIG instance must be the deployment's only device, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _gpus_match_parallelism(self) -> Deployment:
+        """vLLM needs exactly tensor_parallel_size x pipeline_parallel_size devices. Without
+        ``gpus`` (the CPU, or the whole host's devices) there is nothing to agree with."""
+        count = len(self.gpus) if isinstance(self.gpus, list) else self.gpus
+        if not count or (self.tensor_parallel_size is None and self.pipeline_parallel_size is None):
+            return self
+        tp, pp = self.tensor_parallel_size or 1, self.pipeline_parallel_size or 1
+        if count != tp * pp:
+            raise ValueError(
+                f"gpus: {count} GPU(s) do not match tensor_parallel_size x pipeline_parallel_size = "
+                f"{tp} x {pp} = {tp * pp}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _mode_and_url(self) -> Deployment:

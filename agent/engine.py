@@ -27,6 +27,8 @@ def engine_argv(deployment: Deployment, settings: AgentSettings, *, model: str |
         argv += ["--revision", deployment.revision]
     if deployment.tensor_parallel_size is not None:
         argv += ["--tensor-parallel-size", str(deployment.tensor_parallel_size)]
+    if deployment.pipeline_parallel_size is not None:
+        argv += ["--pipeline-parallel-size", str(deployment.pipeline_parallel_size)]
     if deployment.gpu_memory_utilization is not None:
         argv += ["--gpu-memory-utilization", str(deployment.gpu_memory_utilization)]
     if deployment.max_model_len is not None:

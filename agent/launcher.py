@@ -25,7 +25,12 @@ from .configdir import Config
 from .diagnose import diagnose
 from .engine import drop_revision, with_model
 from .engine_process import EngineProcess
+from .desired import RUNNING, DesiredStates
 from .errors import AgentError
+from .gpu.backends import require_backend
+from .gpu.memory import Shortfall, failure_message, pinned_devices, shortfalls, wait_for_memory
+from .gpu.owners import owner_of
+from .gpu.slots import utilisation
 from .log import for_deployment
 from .notify import Notifier
 from .plugin_api import EngineTarget, ResolvedModel, TestContext
@@ -125,7 +130,7 @@ class Launcher:
             reason="",
             hint="",
             crash_loop=False,
-            visible_devices=[d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d],
+            visible_devices=pinned_devices(os.environ),
         )
         resolved = await self._resolve(stopping)
         if resolved is None:
@@ -135,6 +140,7 @@ class Launcher:
             argv = drop_revision(argv)
         assert self.deployment.port is not None
         check_port_free(self.deployment.port, self.deployment.host)
+        await self._check_gpu_memory(stopping)
 
         self._phase("starting", "starting engine")
         if stopping.done():  # asked to stop while resolving ended: never start the engine
@@ -190,6 +196,41 @@ class Launcher:
         resolved = resolving.result()
         self.log.info("model resolved", model=self.deployment.model, path=str(resolved.path), source=source.name)
         return resolved
+
+    async def _check_gpu_memory(self, stopping: asyncio.Task[bool]) -> None:
+        """Before the engine: each pinned device must have what vLLM will claim of it.
+        Waits (wait_for_memory) only for memory that may still be released; else exit 78 now."""
+        pinned = pinned_devices(os.environ)
+        if not pinned:
+            return
+        backends = require_backend(self.plugins.gpu_backends(), self.plugins.blocked())
+        desired = DesiredStates(self.config.state_dir, self.config.unit_dir, user=self.config.user)
+        fraction = utilisation(self.deployment.gpu_memory_utilization)
+
+        def read() -> list[Shortfall]:
+            snapshots = [snapshot for backend in backends.values() for snapshot in backend.snapshot()]
+            return shortfalls(
+                snapshots,
+                pinned,
+                fraction,
+                me=self.deployment.name,
+                owner=owner_of,
+                wanted=lambda name: desired.get(name) == RUNNING,
+            )
+
+        def progress(text: str) -> None:
+            self._progress_at = time.monotonic()
+            self._status(text)
+
+        began = time.monotonic()
+        short = await wait_for_memory(read, self.deployment.wait_for_memory, progress, stopped=stopping.done)
+        if short:
+            raise LaunchFailure(
+                failure_message(short, time.monotonic() - began),
+                hint=f"free the memory, or lower gpu_memory_utilization in models.d/{self.deployment.name}.toml; "
+                "'vllm-agent gpus' shows who holds it",
+                permanent=True,
+            )
 
     async def _spawn(self, argv: list[str]) -> EngineProcess:
         """Start the engine; a command that cannot run is a configuration problem (permanent)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,9 +12,10 @@ from .config import Deployment
 from .configdir import Config
 from .deployfile import assign_port
 from .desired import RUNNING, STOPPED, DesiredStates
-from .errors import GpuError, StartFailed
+from .errors import StartFailed
 from .fsutil import remove_if_exists, write_atomic
-from .gpu.backends import usable_devices
+from .gpu.devnodes import device_allow, sandboxed
+from .gpu.placement import Placer
 from .names import unit_name
 from .plugins import Plugins
 from .ports import allocate_port
@@ -26,7 +26,6 @@ from .systemd.model import UnitManager, UnitState
 
 Progress = Callable[[str], None]
 POLL = 0.25
-_DEVICES = re.compile(r"^Environment=CUDA_VISIBLE_DEVICES=(.*)$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -46,22 +45,30 @@ class Deployments:
         self.command = command
         self.store = StateStore(config.state_dir)
         self.desired = DesiredStates(config.state_dir, config.unit_dir, user=config.user)
+        self.placer = Placer(config, plugins, desired=self.desired)
 
     # Rendering -------------------------------------------------------------------------------
 
     def render(self, name: str, *, write_port: bool = True) -> Rendered:
+        """Render the drop-in; with ``write_port`` the port and the placement are recorded too
+        (``vllm-agent render`` only shows what a start would write)."""
         deployment = self.config.deployment(name)
         if write_port:
             deployment = assign_port(self.config, deployment)
         elif deployment.port is None:
             taken = {d.port for d in self.config.deployments.values() if d.port is not None}
             deployment = deployment.model_copy(update={"port": allocate_port(self.config.settings.port_range, taken)})
+        # GpuError: no backend, too few free devices, a named device missing or over-shared.
+        slots = self.placer.place(deployment, record=write_port)
+        directives = self.plugins.unit_directives(deployment)
         return render(
             self.config,
             deployment,
             command=self.command,
-            visible_devices=self._devices(deployment),
-            directives=self.plugins.unit_directives(deployment),
+            visible_devices=None if slots is None else [slot.uuid for slot in slots],
+            gpu_vendor=slots[0].vendor if slots else "nvidia",
+            device_allow=device_allow(slots) if slots and sandboxed(directives) else (),
+            directives=directives,
         )
 
     def prepare(self, name: str) -> Prepared:
@@ -78,29 +85,6 @@ class Deployments:
         if changed:
             write_atomic(path, rendered.text)
         return Prepared(self.config.deployments[name], rendered, changed=changed)
-
-    def _devices(self, deployment: Deployment) -> list[str] | None:
-        wanted = deployment.gpus
-        if wanted is None:
-            return None
-        if isinstance(wanted, list):
-            return [str(item) for item in wanted]
-        if wanted == 0:
-            return []
-        # Sticky placement: a running deployment keeps its devices while the count is unchanged.
-        path = dropin_path(self.config, deployment.name)
-        if path.exists() and (match := _DEVICES.search(path.read_text())):
-            previous = [item for item in match.group(1).split(",") if item]
-            if len(previous) == wanted:
-                return previous
-        devices = usable_devices(self.plugins)  # GpuError: no GPU backend available: <reason>
-        chosen = self.plugins.select_devices(deployment, devices)
-        if not chosen:
-            raise GpuError(
-                f"deployment {deployment.name!r} wants {wanted} GPU(s) and none could be chosen ({len(devices)} found)",
-                hint="check 'nvidia-smi' or 'amd-smi', or set gpus to an explicit list",
-            )
-        return [str(device.index) for device in chosen]
 
     # Verbs -----------------------------------------------------------------------------------
 
@@ -159,6 +143,7 @@ class Deployments:
         await self.units.reset_failed(unit)
         dropin = dropin_path(self.config, name)
         removed = [path for path in (dropin, self.store.path(name)) if remove_if_exists(path)]
+        self.placer.forget(name)  # its devices are free for others
         try:
             dropin.parent.rmdir()
         except OSError:
@@ -176,7 +161,8 @@ class Deployments:
             if path.exists():
                 rendered_hash = hash_of(path.read_text()) or ""
         saved = self.store.load(deployment.name)
-        return classify(deployment, unit, saved, rendered_hash, self.desired.get(deployment.name))
+        devices = self.placer.records.get(deployment.name) if deployment.gpus else None
+        return classify(deployment, unit, saved, rendered_hash, self.desired.get(deployment.name), devices)
 
     # Waiting ---------------------------------------------------------------------------------
 

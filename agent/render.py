@@ -59,6 +59,8 @@ def render(
     *,
     command: Sequence[str] | None = None,
     visible_devices: Sequence[str] | None = None,
+    gpu_vendor: str = "nvidia",
+    device_allow: Sequence[str] = (),
     directives: Mapping[str, Sequence[str]] | None = None,
 ) -> Rendered:
     settings = config.settings
@@ -85,11 +87,12 @@ def render(
     for key, value in sorted(deployment.env.items()):
         service.append("Environment=" + unitescape.env_assignment(key, value))
     if visible_devices is not None:
-        devices = ",".join(visible_devices)
         service += [
-            "Environment=" + unitescape.env_assignment(variable, devices, "gpus")
-            for variable in ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
+            "Environment=" + unitescape.env_assignment(variable, value, "gpus")
+            for variable, value in pin_environment(visible_devices, gpu_vendor)
         ]
+    # Only for a unit that closes /dev (agent/gpu/devnodes.py): exactly the pinned devices' nodes.
+    service += ["DeviceAllow=" + unitescape.plain(node, "gpus") for node in device_allow]
     service += _credentials(config)
     service += [
         # The launcher extends this while the engine shows progress and enforces the whole
@@ -136,6 +139,22 @@ def render(
         f"# vllm-agent-hash: {digest}\n\n"
     )
     return Rendered(name=deployment.name, text=header + body, hash=digest, argv=tuple(argv))
+
+
+def pin_environment(devices: Sequence[str], vendor: str) -> list[tuple[str, str]]:
+    """The variables that pin an engine to ``devices`` (UUIDs, GPU or MIG), by vendor.
+
+    NVIDIA: CUDA_VISIBLE_DEVICES by UUID, with CUDA_DEVICE_ORDER=PCI_BUS_ID so anything that
+    still counts devices counts them as nvidia-smi does. AMD: ROCR_VISIBLE_DEVICES by UUID (the
+    runtime's own isolation), then HIP_VISIBLE_DEVICES counts within those. No devices (gpus = 0)
+    hides every device from both vendors' runtimes.
+    """
+    joined = ",".join(devices)
+    if not devices:
+        return [("CUDA_VISIBLE_DEVICES", ""), ("HIP_VISIBLE_DEVICES", "")]
+    if vendor == "amd":
+        return [("ROCR_VISIBLE_DEVICES", joined), ("HIP_VISIBLE_DEVICES", ",".join(map(str, range(len(devices)))))]
+    return [("CUDA_DEVICE_ORDER", "PCI_BUS_ID"), ("CUDA_VISIBLE_DEVICES", joined)]
 
 
 def hash_of(text: str) -> str | None:

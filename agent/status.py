@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import statusline
 from .config import Deployment
 from .state import DeploymentState
 from .systemd.model import UnitState
 from .urls import http_url
+
+if TYPE_CHECKING:
+    from .gpu.slots import Slot
 
 State = Literal["stopped", "starting", "ready", "unhealthy", "failed", "crash-loop"]
 
@@ -25,7 +29,8 @@ class DeploymentStatus:
     restarts: int
     reason: str
     hint: str = ""
-    gpus: list[str] = field(default_factory=list)
+    gpus: list[str] = field(default_factory=list)  # "0", "1", "0/mig3": as `status` prints them
+    devices: list[dict[str, Any]] = field(default_factory=list)  # index, uuid, name of each
     phase: str = ""
     active_state: str = ""
     sub_state: str = ""
@@ -47,7 +52,9 @@ def classify(
     saved: DeploymentState,
     rendered_hash: str = "",
     desired: str = "running",
+    devices: Sequence[Slot] | None = None,
 ) -> DeploymentStatus:
+    """``devices``: the placement record, when the deployment has one."""
     state, reason, hint = _state(deployment, unit, saved)
     if state == "stopped" and desired == "running" and unit.active_state != "deactivating":
         reason, hint = _wanted_but_stopped(deployment.name, saved)
@@ -62,7 +69,8 @@ def classify(
         restarts=unit.n_restarts,
         reason=reason,
         hint=hint,
-        gpus=list(saved.visible_devices),
+        gpus=[slot.label for slot in devices] if devices else list(saved.visible_devices),
+        devices=[{"index": s.index, "uuid": s.uuid, "name": s.name, "mig": s.mig} for s in devices or ()],
         phase=saved.phase,
         active_state=unit.active_state,
         sub_state=unit.sub_state,

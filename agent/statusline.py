@@ -11,6 +11,8 @@ def one_line(row: Mapping[str, Any]) -> str:
     parts = [f"{row.get('name', ''):<20} {state:<10}"]
     if state in ("ready", "unhealthy", "starting"):
         parts.append(row.get("url", ""))
+    if row.get("gpus") and state != "stopped":  # a stopped deployment holds no device
+        parts.append("gpu " + ",".join(str(gpu) for gpu in row["gpus"]))
     if row.get("stale"):
         parts.append("(config changed; 'vllm-agent restart' applies it)")
     if row.get("reason"):

@@ -6,8 +6,11 @@ from pathlib import Path
 
 from .config import MODELS_DIR
 from .configdir import Config, load_config
-from .errors import AgentError
+from .desired import RUNNING
+from .errors import AgentError, GpuError
 from .gpu.backends import no_backend_error
+from .gpu.placement import Placer, check_sharing
+from .gpu.slots import resolve_all, utilisation
 from .plugin_api import TestContext
 from .plugins import make_plugin_manager
 
@@ -59,16 +62,52 @@ def _plugin_problems(config: Config, plugins) -> list[str]:  # noqa: ANN001 - Pl
 
 
 def _gpu_problems(config: Config, plugins) -> list[str]:  # noqa: ANN001 - Plugins
-    """A deployment that asks for GPUs on a host where no GPU backend works cannot start."""
-    wanting = [
-        name
+    """A deployment that asks for GPUs on a host where no GPU backend works cannot start; named
+    devices must exist, and a device named by several must hold all their claims."""
+    wanting = {
+        name: deployment
         for name, deployment in sorted(config.deployments.items())
         if deployment.mode != "external" and deployment.gpus  # a count >= 1 or a non-empty list
-    ]
+    }
     error = no_backend_error(plugins.gpu_backends(), plugins.blocked()) if wanting else None
-    if error is None:
+    if error is not None:
+        return [f"{MODELS_DIR}/{name}.toml: gpus: {error.message}" for name in wanting]
+    named = {name: d for name, d in wanting.items() if isinstance(d.gpus, list)}
+    if not named:
         return []
-    return [f"{MODELS_DIR}/{name}.toml: gpus: {error.message}" for name in wanting]
+    placer = Placer(config, plugins)
+    try:
+        slots = placer.slots()
+    except GpuError as err:
+        return [f"{MODELS_DIR}/{name}.toml: gpus: {err.message}" for name in named]
+    found: list[str] = []
+    claims: dict[str, dict[str, float]] = {}  # uuid -> deployment -> gpu_memory_utilization
+    for name, deployment in named.items():
+        label = f"{MODELS_DIR}/{name}.toml"
+        try:
+            resolved = resolve_all(deployment.gpus or [], slots, label)
+        except GpuError as err:
+            found.append(err.message)
+            continue
+        for slot in resolved:
+            claims.setdefault(slot.uuid, {})[name] = utilisation(deployment.gpu_memory_utilization)
+    # Deployments placed by count keep their devices while wanted: they share a named device too.
+    recorded = placer.records.load()
+    for name, entry in recorded.items():
+        if name in named or name not in config.deployments or placer.desired.get(name) != RUNNING:
+            continue
+        for device in entry.get("devices", []):
+            if device.get("uuid") in claims:
+                claims[device["uuid"]][name] = float(entry.get("utilisation", utilisation(None)))
+    by_uuid = {slot.uuid: slot for slot in slots}
+    for uuid, on_it in claims.items():
+        for name in sorted(set(on_it) & set(named)):
+            others = {other: value for other, value in on_it.items() if other != name}
+            try:
+                check_sharing(f"{MODELS_DIR}/{name}.toml", by_uuid[uuid], on_it[name], others)
+            except GpuError as err:
+                found.append(err.message)
+    return found
 
 
 def _port_problems(config: Config) -> list[str]:

@@ -8,23 +8,32 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..errors import GpuError
 from ..plugin_api import GpuBackend, GpuSnapshot
 from .backends import no_backend_error
+from .quarantine import QuarantineStore
 from .owners import owner_of
 
 GiB = 1024**3
 
 
 def report(
-    backends: Mapping[str, GpuBackend], *, blocked: list[str] | None = None, proc: Path = Path("/proc")
+    backends: Mapping[str, GpuBackend],
+    *,
+    blocked: list[str] | None = None,
+    proc: Path = Path("/proc"),
+    quarantined: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The JSON document of ``gpus --json``: backends, devices, and error/hint when none works."""
+    """The JSON document of ``gpus --json``: backends, devices, and error/hint when none works.
+
+    :param quarantined: UUID -> {"reason", "since"}, from the quarantine store.
+    """
     rows, devices = [], []
     for name, backend in backends.items():
         error = backend.unavailable()
         if error is None:
             try:
-                devices += [_device(snapshot, proc) for snapshot in backend.snapshot()]
+                devices += [_device(snapshot, proc, quarantined or {}) for snapshot in backend.snapshot()]
             except Exception as err:  # the GpuError of a library that failed after its probe
                 error = err
         rows.append(
@@ -44,7 +53,7 @@ def report(
     }
 
 
-def _device(device: GpuSnapshot, proc: Path) -> dict[str, Any]:
+def _device(device: GpuSnapshot, proc: Path, quarantined: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     deployments, foreign = [], []
     for process in device.processes or ():
         owner = owner_of(process.pid, proc)
@@ -68,7 +77,13 @@ def _device(device: GpuSnapshot, proc: Path) -> dict[str, Any]:
         "mig": {
             "enabled": device.mig_enabled,
             "instances": [
-                {"index": m.index, "uuid": m.uuid, "memory_total": m.memory_total, "memory_used": m.memory_used}
+                {
+                    "index": m.index,
+                    "uuid": m.uuid,
+                    "memory_total": m.memory_total,
+                    "memory_used": m.memory_used,
+                    "quarantined": m.uuid in quarantined,
+                }
                 for m in device.mig_instances
             ],
         },
@@ -81,7 +96,8 @@ def _device(device: GpuSnapshot, proc: Path) -> dict[str, Any]:
             "remapped_rows_pending": health.remapped_rows_pending,
             "remapping_failed": health.remapping_failed,
         },
-        "quarantined": False,  # placement's quarantine fills this in
+        "quarantined": device.uuid in quarantined,
+        "quarantine": dict(quarantined[device.uuid]) if device.uuid in quarantined else None,
         "processes_known": device.processes is not None,
         "deployments": deployments,
         "foreign": foreign,
@@ -99,7 +115,8 @@ def print_report(doc: dict[str, Any], out: TextIO = sys.stdout) -> None:
         for problem in device["health"]["problems"]:
             print(f"  problem: {problem}", file=out)
         if device["quarantined"]:
-            print("  quarantined", file=out)
+            reason = device["quarantine"].get("reason") or "no reason recorded"
+            print(f"  quarantined: {reason}; 'vllm-agent gpus --release {device['index']}' lifts it", file=out)
         for entry in device["deployments"]:
             print(f"  deployment {entry['name']}: pid {entry['pid']}{_memory(entry['used_memory'])}", file=out)
         for entry in device["foreign"]:
@@ -107,7 +124,8 @@ def print_report(doc: dict[str, Any], out: TextIO = sys.stdout) -> None:
         if not device["processes_known"]:
             print("  processes: unknown (the driver does not list them)", file=out)
         for mig in device["mig"]["instances"]:
-            print(f"  MIG {mig['index']}: {mig['uuid']}{_memory(mig['memory_total'], 'total')}", file=out)
+            mark = "  quarantined" if mig["quarantined"] else ""
+            print(f"  MIG {mig['index']}: {mig['uuid']}{_memory(mig['memory_total'], 'total')}{mark}", file=out)
 
 
 def _load_line(device: dict[str, Any]) -> str:
@@ -127,9 +145,16 @@ def _memory(value: int | None, what: str = "") -> str:
     return "" if value is None else f", {value / GiB:.1f} GiB" + (f" {what}" if what else "")
 
 
-def gpus(backends: Mapping[str, GpuBackend], *, as_json: bool, blocked: list[str] | None = None) -> int:
+def gpus(
+    backends: Mapping[str, GpuBackend],
+    *,
+    as_json: bool,
+    blocked: list[str] | None = None,
+    state_dir: Path | None = None,
+) -> int:
     """Exit 0 when a backend answered, 1 when none is available (the report still says why)."""
-    doc = report(backends, blocked=blocked)
+    quarantined = QuarantineStore(state_dir).all() if state_dir is not None else {}
+    doc = report(backends, blocked=blocked, quarantined=quarantined)
     if as_json:
         print(json.dumps(doc, indent=2))
     else:
@@ -137,3 +162,22 @@ def gpus(backends: Mapping[str, GpuBackend], *, as_json: bool, blocked: list[str
         if doc["error"]:
             print(f"error[gpu.error]: {doc['error']} hint: {doc['hint']}", file=sys.stderr)
     return 1 if doc["error"] else 0
+
+
+def release(backends: Mapping[str, GpuBackend], state_dir: Path, device: str) -> int:
+    """`gpus --release ID`: lift a quarantine. ID is a UUID (GPU or MIG), or a GPU's index."""
+    store = QuarantineStore(state_dir)
+    uuid = device
+    if device.isdigit():
+        matches = [d["uuid"] for d in report(backends)["devices"] if d["index"] == int(device)]
+        if len(matches) != 1:
+            raise GpuError(
+                f"gpus --release: {'no' if not matches else 'more than one'} GPU with index {device} on this host",
+                hint="name the device by its UUID ('vllm-agent gpus' lists them)",
+            )
+        uuid = matches[0]
+    if not store.release(uuid):
+        known = ", ".join(sorted(store.all())) or "none"
+        raise GpuError(f"GPU {device} is not quarantined (quarantined: {known})", hint="'vllm-agent gpus' shows them")
+    print(f"released GPU {device} ({uuid}): it takes new deployments again")
+    return 0

@@ -56,6 +56,16 @@ TOKENS = [
     *("..", "/", "-x", "+", "!", "|"),
 ]
 CONTROL = ["\n", "\r", "\0", "\t", "\x1b", "\x7f", "\x85", "\x9b", "\r\n"]
+FAKE_GPUS = 4  # devices of the fake GPU host (tests/plugins/fakegpu) that files may name
+
+
+def fake_uuid(index: int) -> str:
+    return f"GPU-00000000-0000-0000-0000-{index:012d}"
+
+
+def pinned(gpus: list[Any]) -> str:
+    """CUDA_VISIBLE_DEVICES for a file's ``gpus``: the agent pins by UUID."""
+    return ",".join(item if isinstance(item, str) else fake_uuid(item) for item in gpus)
 
 
 def forbidden(text: str) -> bool:
@@ -96,8 +106,12 @@ def deployment_files(draw: st.DrawFn) -> dict[str, Any]:
     if bad == "env key":
         data["env"][text("env key", 1)] = "x"
     if draw(st.booleans()):
-        ids = st.one_of(st.integers(0, 15), st.integers(0, 15), st.from_regex(r"GPU-[0-9a-f-]{1,12}", fullmatch=True))
-        data["gpus"] = draw(st.lists(ids, min_size=1, max_size=3)) + ([text("gpus", 1)] if bad == "gpus" else [])
+        # Devices of the fake host (FAKE_GPUS), each once, by index or by UUID; a small claim
+        # each, so that hundreds of files naming the same devices still fit on them.
+        indexes = draw(st.lists(st.integers(0, FAKE_GPUS - 1), min_size=1, max_size=3, unique=True))
+        data["gpus"] = [draw(st.sampled_from([index, fake_uuid(index)])) for index in indexes]
+        data["gpus"] += [text("gpus", 1)] if bad == "gpus" else []
+        data["gpu_memory_utilization"] = 0.001
     if draw(st.booleans()):
         data["engine"] = {"command": [text("engine", 1) for _ in range(draw(st.integers(1, 3)))]}
     if bad == "host" or draw(st.integers(0, 5)) == 0:
@@ -131,8 +145,7 @@ class Accepted:
         expected = [f"VLLM_AGENT_HASH={self.rendered.hash}", f"VLLM_AGENT_DEPLOYMENT={self.name}"]
         expected += [f"{key}={value}" for key, value in sorted(self.data["env"].items())]
         if "gpus" in self.data:
-            devices = ",".join(str(item) for item in self.data["gpus"])
-            expected += [f"CUDA_VISIBLE_DEVICES={devices}", f"HIP_VISIBLE_DEVICES={devices}"]
+            expected += ["CUDA_DEVICE_ORDER=PCI_BUS_ID", f"CUDA_VISIBLE_DEVICES={pinned(self.data['gpus'])}"]
         return expected
 
 
@@ -147,8 +160,13 @@ async def service_property(bus: Any, path: str, name: str) -> Any:
 
 
 @pytest.fixture
-def hostile_config(user_manager: UserManager, tmp_path: Path):  # noqa: ANN201 - generator fixture
+def hostile_config(user_manager: UserManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     conf = tmp_path / CONFIG_DIR_NAME
+    # Files may name GPUs: give the host some (tests/plugins/fakegpu), for placement here and
+    # for the `vllm-agent validate` this test runs.
+    gpus = tmp_path / "fake-gpus.json"
+    gpus.write_text(json.dumps({"count": FAKE_GPUS}))
+    monkeypatch.setenv("VLLM_AGENT_FAKE_GPUS", str(gpus))
     (conf / "models.d").mkdir(parents=True)
     (conf / "credentials").mkdir()
     (conf / "credentials" / "api_key").write_text("sk-not-used-here\n")
@@ -239,13 +257,10 @@ def config_of(conf: Path):  # noqa: ANN201 - Config
 
 def check_validate_cli(user_manager: UserManager, conf: Path, refused: set[str]) -> None:
     """The operator's `vllm-agent validate` names exactly the refused files, one line each."""
-    # Accepted files may ask for GPUs: give the host some (tests/plugins/fakegpu), or validate
-    # would rightly add "no GPU backend available" on a machine without a driver.
-    gpus = conf.parent / "fake-gpus.json"
-    gpus.write_text(json.dumps({"count": 4}))
+    # Accepted files may name GPUs: the fake ones of hostile_config ($VLLM_AGENT_FAKE_GPUS).
     done = subprocess.run(
         [str(AGENT), "--user", "--config-dir", str(conf), "validate", "--json"],
-        env={**os.environ, **user_manager.env, "VLLM_AGENT_FAKE_GPUS": str(gpus)},
+        env={**os.environ, **user_manager.env},
         capture_output=True,
         text=True,
         timeout=120,
@@ -333,7 +348,7 @@ async def check_started(
     started = []
     for example in sample:
         deployment = load_one(conf, example.name, user=True).deployment(example.name)
-        devices = [str(item) for item in example.data["gpus"]] if "gpus" in example.data else None
+        devices = pinned(example.data["gpus"]).split(",") if "gpus" in example.data else None
         rendered = render(config, deployment, command=[sys.executable, str(dumper)], visible_devices=devices)
         unit_name = f"x{example.name}"
         write_atomic(dropin_path(config, unit_name), rendered.text)

@@ -9,6 +9,7 @@ children behind.
 from __future__ import annotations
 
 import contextlib
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -55,3 +56,12 @@ def start_engine(tmp_path: Path) -> Iterator[Callable[..., Fake]]:
 def engine(start_engine: Callable[..., Fake]) -> Fake:
     """One ready engine with the defaults."""
     return start_engine()
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    """A real process outside any vllm@ unit: on a GPU it is a foreign process."""
+    process = subprocess.Popen(["sleep", "60"])
+    yield process
+    process.kill()
+    process.wait()

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,15 +36,6 @@ def conf(tmp_path: Path) -> Path:
     (conf / "models.d" / "big.toml").write_text('model = "org/big-model"\nport = 8102\ngpus = 1\n')
     (conf / "models.d" / "pinned.toml").write_text('model = "org/pinned"\nport = 8103\ngpus = [0]\n')
     return conf
-
-
-@pytest.fixture
-def sleeper() -> Iterator[subprocess.Popen[bytes]]:
-    """A real process outside any vllm@ unit: on a GPU it is a foreign process."""
-    process = subprocess.Popen(["sleep", "60"])
-    yield process
-    process.kill()
-    process.wait()
 
 
 def describe(path: Path, **description: object) -> Path:
@@ -135,4 +125,6 @@ def test_render_of_a_gpu_deployment_fails_in_one_line_and_a_cpu_one_renders(conf
     working = describe(tmp_path / "ok.json", devices=[{"used": 70 * GiB}, {"used": 0}])
     rendered = run(conf, working, "render", "big")
     assert rendered.returncode == 0, rendered.stderr
-    assert "Environment=CUDA_VISIBLE_DEVICES=1" in rendered.stdout, "the device with the most free memory"
+    # The device with the most free memory, pinned by UUID in PCI bus order.
+    assert "Environment=CUDA_VISIBLE_DEVICES=GPU-00000000-0000-0000-0000-000000000001" in rendered.stdout
+    assert "Environment=CUDA_DEVICE_ORDER=PCI_BUS_ID" in rendered.stdout

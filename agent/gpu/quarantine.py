@@ -1,0 +1,120 @@
+"""Quarantine: devices that get no new placement until an operator releases them.
+
+Kept in one file of the state directory, so it survives restarts of the agent and of the host:
+a GPU that threw a hardware Xid yesterday is no safer after a reboot until someone looked at it.
+The daemon calls ``quarantine()`` when it sees a device fault; ``vllm-agent gpus --release``
+lifts it. Which Xids are the device's fault follows NVIDIA's k8s device plugin.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ..config import Deployment
+from ..fsutil import write_atomic
+from ..log import get_logger
+from ..plugin_api import DeviceHealth
+
+FILE = "gpu-quarantine.json"
+# Xids an application causes (a bad kernel, an out-of-range access, a reset it asked for): the
+# engine's problem, not the device's. NVIDIA's k8s-device-plugin skips the same ones.
+APPLICATION_XIDS = frozenset({13, 31, 43, 45, 68, 109})
+
+Action = Literal["stop", "keep", "move"]
+
+
+def device_fault(xid: int) -> bool:
+    """True when Xid ``xid`` says the device, not the application, is at fault."""
+    return xid not in APPLICATION_XIDS
+
+
+def new_problem(before: DeviceHealth | None, now: DeviceHealth) -> str | None:
+    """What makes a device sick since the last look: it was lost, or new uncorrectable ECC errors."""
+    if now.error and (before is None or not before.error):
+        return f"cannot be read: {now.error}"
+    previous = (before.ecc_uncorrected_volatile or 0) if before is not None else 0
+    if now.ecc_uncorrected_volatile and now.ecc_uncorrected_volatile > previous:
+        return f"{now.ecc_uncorrected_volatile - previous} new uncorrectable ECC error(s)"
+    return None
+
+
+class QuarantineStore:
+    """UUID -> {"reason", "since"}; written atomically, read on every placement."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / FILE
+
+    def all(self) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as err:
+            # Unreadable: refusing every device would stop all work; say so loudly instead.
+            get_logger().warning("GPU quarantine file unreadable; taking none", path=str(self.path), error=str(err))
+            return {}
+        return {str(uuid): dict(entry) for uuid, entry in data.items()} if isinstance(data, dict) else {}
+
+    def uuids(self) -> frozenset[str]:
+        return frozenset(self.all())
+
+    def add(self, uuid: str, reason: str) -> None:
+        entries = self.all()
+        if uuid not in entries:
+            entries[uuid] = {"reason": reason, "since": time.time()}
+            self._write(entries)
+
+    def release(self, uuid: str) -> bool:
+        """Lift the quarantine; False when the device was not quarantined."""
+        entries = self.all()
+        if entries.pop(uuid, None) is None:
+            return False
+        self._write(entries)
+        return True
+
+    def _write(self, entries: Mapping[str, Any]) -> None:
+        write_atomic(self.path, json.dumps(entries, indent=1, sort_keys=True) + "\n")
+
+
+def quarantine(state_dir: Path, uuid: str, reason: str) -> list[str]:
+    """Quarantine a device (a GPU or MIG UUID) and return the deployments placed on it
+    (on a GPU, also those on its MIG instances), sorted."""
+    from .placement import PlacementRecords  # placement reads the quarantine: import late
+
+    QuarantineStore(state_dir).add(uuid, reason)
+    on_it = []
+    for name, slots in PlacementRecords(state_dir).all().items():
+        if any(uuid in (slot.uuid, slot.parent) for slot in slots):
+            on_it.append(name)
+    return sorted(on_it)
+
+
+@dataclass(frozen=True)
+class GpuFailureAction:
+    deployment: str
+    action: Action  # stop: stop the unit; keep: leave it to its own restarts; move: restart elsewhere
+    reason: str  # one line for the agent_event and status: why, and why not moved
+
+
+def decide_on_gpu_failure(
+    deployments: Mapping[str, Deployment], affected: Sequence[str], uuid: str, reason: str
+) -> list[GpuFailureAction]:
+    """Per affected deployment, what its ``on_gpu_failure`` asks for. A deployment that names its
+    devices in the file cannot be moved: it is stopped instead, and the reason says so."""
+    actions = []
+    for name in affected:
+        deployment = deployments.get(name)
+        if deployment is None or deployment.mode != "managed":
+            continue
+        why = f"gpu-unhealthy: {uuid}: {reason}"
+        action: Action = deployment.on_gpu_failure
+        if action == "move" and isinstance(deployment.gpus, list):
+            action = "stop"
+            why += " (not moved: its gpus are named in models.d/" + name + ".toml)"
+        actions.append(GpuFailureAction(name, action, why))
+    return actions
