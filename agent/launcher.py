@@ -22,10 +22,10 @@ import httpx
 
 from .config import Deployment
 from .configdir import Config
+from .desired import RUNNING, DesiredStates
 from .diagnose import diagnose
 from .engine import drop_revision, with_model
 from .engine_process import EngineProcess
-from .desired import RUNNING, DesiredStates
 from .errors import AgentError
 from .gpu.backends import require_backend
 from .gpu.memory import Shortfall, failure_message, pinned_devices, shortfalls, wait_for_memory

@@ -11,8 +11,8 @@ from typing import Any, TextIO
 from ..errors import GpuError
 from ..plugin_api import GpuBackend, GpuSnapshot
 from .backends import no_backend_error
-from .quarantine import QuarantineStore
 from .owners import owner_of
+from .quarantine import QuarantineStore
 
 GiB = 1024**3
 

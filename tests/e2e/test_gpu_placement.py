@@ -38,12 +38,14 @@ def environment(user_manager, name: str) -> dict[str, str]:  # noqa: ANN001 - ha
 
 
 def test_three_deployments_get_three_devices_and_a_fourth_fails_at_once_on_memory(
-    agent: AgentCli, model_dir: Path, user_manager, hog: subprocess.Popen[bytes], tmp_path: Path  # noqa: ANN001
+    agent: AgentCli,
+    model_dir: Path,
+    user_manager,
+    hog: subprocess.Popen[bytes],
+    tmp_path: Path,  # noqa: ANN001
 ) -> None:
     devices = tmp_path / "gpus.json"
-    devices.write_text(
-        json.dumps({"devices": [{}, {}, {}, {"used": 72 * GiB, "processes": [[hog.pid, 71 * GiB]]}]})
-    )
+    devices.write_text(json.dumps({"devices": [{}, {}, {}, {"used": 72 * GiB, "processes": [[hog.pid, 71 * GiB]]}]}))
     agent.env["VLLM_AGENT_FAKE_GPUS"] = str(devices)
     env = f'[env]\nVLLM_AGENT_FAKE_GPUS = "{devices}"\n'
     for name in ("a", "b", "c", "d"):

@@ -79,9 +79,7 @@ def test_memory_of_a_stopping_or_vanished_engine_may_be_released() -> None:
 def test_a_mig_instance_is_checked_against_its_own_memory() -> None:
     nvml = FakeNvml([FakeGpu(mig=[FakeMig(slot=1, total=20 * GiB, used=15 * GiB)])])
     mig = "MIG-00000000-0000-0000-0000-000000000001"
-    (short,) = shortfalls(
-        NvmlBackend(nvml).snapshot(), [mig], 0.9, me="m", owner=owners({}), wanted=lambda name: True
-    )
+    (short,) = shortfalls(NvmlBackend(nvml).snapshot(), [mig], 0.9, me="m", owner=owners({}), wanted=lambda name: True)
     assert (short.label, short.free, short.needed) == ("0/mig1", 5 * GiB, 18 * GiB)
 
 
@@ -124,8 +122,7 @@ def write_config(tmp_path: Path, started: Path, extra: str = "") -> Path:
     )
     model = write_tiny_model_dir(tmp_path / "tiny")
     (conf / "models.d" / "m.toml").write_text(
-        f'model = "{model}"\nport = {free_port()}\ngpus = [0]\n'
-        f'args = ["--fake-started-file", "{started}"]\n' + extra
+        f'model = "{model}"\nport = {free_port()}\ngpus = [0]\nargs = ["--fake-started-file", "{started}"]\n' + extra
     )
     return conf
 
