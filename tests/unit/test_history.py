@@ -82,4 +82,5 @@ def test_compaction_on_a_full_disk_leaves_the_old_file_whole(tiny_tmpfs: TinyTmp
     assert history.flush() is True
     kinds = kinds_on_disk(history.path("a"))
     assert len(kinds) == KEEP and kinds[-1] == "failed"
-    assert [t.reason for t in History(tiny_tmpfs.path).last("a", 2)] == [f"restart {2 * KEEP - 1}", "the one that compacts"]
+    reasons = [t.reason for t in History(tiny_tmpfs.path).last("a", 2)]
+    assert reasons == [f"restart {2 * KEEP - 1}", "the one that compacts"]
