@@ -50,7 +50,8 @@ class _Backlog:
 
     def __init__(self) -> None:
         self.pending: dict[str, dict[str, Any]] = {}
-        self.lock = threading.RLock()
+        self.lock = threading.Lock()  # the pending dict; held only for a moment, loads take it
+        self.writing = threading.RLock()  # one read-modify-write at a time; loads never wait on it
         self.trouble = Trouble("state")
 
 
@@ -75,15 +76,16 @@ class StateStore:
         state = self._read(name)
         with self._backlog.lock:
             pending = self._backlog.pending.get(name)
-            return replace(state, **pending) if pending else state
+        return replace(state, **pending) if pending else state
 
     def save(self, state: DeploymentState) -> DeploymentState:
         changes = asdict(state)
         del changes["name"]
-        return self._commit(state, changes)
+        with self._backlog.writing:
+            return self._commit(state, changes)
 
     def update(self, name: str, **changes: Any) -> DeploymentState:
-        with self._backlog.lock:
+        with self._backlog.writing:
             state = self.load(name)
             if "phase" in changes and changes["phase"] != state.phase:
                 changes.setdefault("since", time.time())
@@ -96,24 +98,27 @@ class StateStore:
 
     def flush(self) -> bool:
         """Retry what the disk refused; True when nothing is left in memory only."""
-        with self._backlog.lock:
-            for name in list(self._backlog.pending):
-                state = self.load(name)
-                if self._write(state):
-                    self._backlog.pending.pop(name, None)
-            return not self._backlog.pending
+        backlog = self._backlog
+        with backlog.writing:
+            for name in self.pending():
+                if self._write(self.load(name)):
+                    with backlog.lock:
+                        backlog.pending.pop(name, None)
+        return not self.pending()
 
     # Inside -----------------------------------------------------------------------------------
 
     def _commit(self, state: DeploymentState, changes: dict[str, Any]) -> DeploymentState:
         backlog = self._backlog
+        written = self._write(state)
         with backlog.lock:
-            if self._write(state):
+            if written:
                 backlog.pending.pop(state.name, None)
-                if backlog.pending:
-                    self.flush()  # the disk takes writes again: catch up the others too
             else:
                 backlog.pending[state.name] = backlog.pending.get(state.name, {}) | changes
+            behind = bool(backlog.pending)
+        if written and behind:
+            self.flush()  # the disk takes writes again: catch up the others too
         return state
 
     def _write(self, state: DeploymentState) -> bool:

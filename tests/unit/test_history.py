@@ -8,7 +8,6 @@ from pathlib import Path
 
 import structlog
 from harness.tmpfs import TinyTmpfs
-
 from vllm_agent.history import KEEP, History
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import structlog
 from harness.tmpfs import TinyTmpfs
-
 from vllm_agent.state import StateStore
 
 
