@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from .aio import cancel_all
 from .api import ApiServer, json_response
 from .config import Deployment
 from .configdir import Config, load_config
@@ -105,15 +106,11 @@ class Daemon:
             events = asyncio.create_task(self._consume(watch), name="unit-events")
             await self._loop(stop, events)
         finally:
-            background = [task for task in (events, self._reconciling) if task is not None]
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await cancel_all([events, self._reconciling])
             await self.external.stop()
             await watch.aclose()
             await api.close()
-            watchdog.cancel()
-            await asyncio.gather(watchdog, return_exceptions=True)
+            await cancel_all([watchdog])
         self.notifier.stopping("stopping")
         return 0
 
@@ -127,9 +124,7 @@ class Daemon:
                 else:
                     waits.add(asyncio.create_task(self.reload_requested.wait(), name="reload-wait"))
                 _, pending = await asyncio.wait(waits, timeout=TICK, return_when=asyncio.FIRST_COMPLETED)
-                for task in pending - {stopping, events, self._reconciling}:
-                    task.cancel()
-                    await asyncio.gather(task, return_exceptions=True)
+                await cancel_all(pending - {stopping, events, self._reconciling})
                 if events.done():
                     events.result()  # the watch ended: surface why
                 if self._reconciling is not None and self._reconciling.done():
@@ -142,8 +137,7 @@ class Daemon:
                 if not stop.is_set():
                     await self._tick()
         finally:
-            stopping.cancel()
-            await asyncio.gather(stopping, return_exceptions=True)
+            await cancel_all([stopping])
 
     async def _feed_watchdog(self) -> None:
         """WATCHDOG=1 at a quarter of WatchdogSec, whatever else the daemon is waiting for.

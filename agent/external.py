@@ -15,6 +15,7 @@ from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
+from .aio import cancel_all
 from .config import AgentSettings, Deployment
 from .configdir import Config
 from .errors import AgentError
@@ -52,10 +53,7 @@ class ExternalChecks:
             self._tasks[name] = asyncio.create_task(self._run(deployment, monitor), name=f"health-{name}")
 
     async def stop(self) -> None:
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(list(self._tasks.values()))
         # Strategies may be shared between monitors: close them once no task uses them.
         for monitor in self._monitors.values():
             await monitor.aclose()

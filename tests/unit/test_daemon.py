@@ -294,3 +294,47 @@ async def test_external_deployments_are_checked_concurrently_each_at_its_interva
     rows = {row["name"]: row for row in await daemon.statuses()}
     assert rows["quick"]["state"] == "ready" and rows["calm"]["state"] == "ready"
     assert rows["hung"]["state"] == "unhealthy" and "timed out" in rows["hung"]["reason"]
+
+
+class ShruggingWatch:
+    """A watch whose wait shrugs off the first cancellation, as python-sdbus's does on Python
+    3.11 when a signal arrives just as it is cancelled (asyncio.wait_for's race)."""
+
+    def __init__(self) -> None:
+        self.shrugged = False
+
+    def __aiter__(self) -> ShruggingWatch:
+        return self
+
+    async def __anext__(self) -> object:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            if self.shrugged:
+                raise
+            self.shrugged = True
+        await asyncio.sleep(3600)
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        pass
+
+
+class ShruggingUnits(FakeUnitManager):
+    def __init__(self) -> None:
+        super().__init__()
+        self.shrugging = ShruggingWatch()
+
+    def watch(self, patterns: object = ()) -> ShruggingWatch:  # type: ignore[override]
+        return self.shrugging
+
+
+async def test_the_daemon_stops_even_when_its_watch_shrugs_off_a_cancellation(setup: Setup, systemd: Systemd) -> None:
+    units = ShruggingUnits()
+    daemon = Daemon(setup.config_dir, True, units, notifier=Notifier(str(systemd.path)))
+    stop = asyncio.Event()
+    run = asyncio.create_task(daemon.run(stop))
+    await wait_until("READY=1", systemd.ready)
+    stop.set()
+    assert await asyncio.wait_for(run, 10) == 0
+    assert units.shrugging.shrugged and not setup.socket.exists()
