@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .api_client import TIMEOUT, Reply, call
-from .errors import DaemonRunning
+from .errors import AgentError, DaemonRunning
 
 Handler = Callable[[], Awaitable[tuple[int, str, bytes]]]
 MAX_REQUEST = 8192
@@ -34,8 +34,14 @@ class ApiServer:
 
     async def claim(self) -> None:
         """Become the one daemon of this socket, or raise DaemonRunning naming the other."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.pid_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.pid_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as err:
+            raise AgentError(
+                f"cannot create the daemon's lock file {self.pid_file}: {err.strerror or err}",
+                hint="check that directory's permissions, or set 'socket' in agent.toml to a writable place",
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

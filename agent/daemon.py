@@ -98,12 +98,13 @@ class Daemon:
             for name in self.config.deployments:
                 state = await self.units.get_state(unit_name(name))
                 self.watcher.units.setdefault(name, state)
-            await self._reconcile()
             await self.external.restart(self.config, self.plugins)
             await api.start()
             self.notifier.ready(await self._summary())
             self.log.info("daemon ready", socket=str(self.config.socket), deployments=len(self.config.deployments))
             events = asyncio.create_task(self._consume(watch), name="unit-events")
+            # Beside the loop: stopping a removed deployment can take its whole stop timeout.
+            self._reconciling = asyncio.create_task(self._reconcile(), name="reconcile")
             await self._loop(stop, events)
         finally:
             await cancel_all([events, self._reconciling])
@@ -129,7 +130,7 @@ class Daemon:
                     events.result()  # the watch ended: surface why
                 if self._reconciling is not None and self._reconciling.done():
                     if not self._reconciling.cancelled() and self._reconciling.exception() is not None:
-                        self.log.error("reload failed", error=repr(self._reconciling.exception()))
+                        self.log.error("reconcile failed", error=repr(self._reconciling.exception()))
                     self._reconciling = None
                 if self.reload_requested.is_set() and self._reconciling is None:
                     self.reload_requested.clear()

@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import structlog
 from fakes.unit_manager import FakeUnitManager
 from vllm_agent import hookimpl
 from vllm_agent.api_client import call
@@ -155,7 +156,7 @@ async def test_the_watchdog_and_the_api_keep_going_while_stopping_a_removed_depl
     daemon = Daemon(setup.config_dir, True, units, notifier=Notifier(str(systemd.path)))
     running(daemon)
     await wait_until("READY=1", systemd.ready)
-    assert ("start", "vllm@gone.service") in units.calls
+    await wait_until("both started", lambda: ("start", "vllm@gone.service") in units.calls)
     (setup.config_dir / "models.d" / "gone.toml").unlink()
     daemon.reload_requested.set()
     await asyncio.wait_for(units.stopping.wait(), 10)  # the reconcile now hangs in stop
@@ -207,10 +208,16 @@ async def test_a_hung_gpu_library_fails_only_the_deployment_that_needs_it(
     )
     started = time.monotonic()
     try:
-        running(daemon)
-        await wait_until("READY=1", systemd.ready)
-        assert gpus.entered.is_set()
-        assert systemd.watchdog_pings(since=started) >= 3  # fed while the library hung
+        with structlog.testing.capture_logs() as logs:
+            running(daemon)
+            await wait_until("READY=1", systemd.ready)
+            refused = await wait_until(
+                "the reconcile to give up on gpu",
+                lambda: [e for e in logs if e["event"] == "cannot render" and e.get("deployment") == "gpu"],
+            )
+        assert "'wedged' GPU backend did not list its devices within 1s" in refused[0]["error"]
+        assert gpus.entered.is_set() and not gpus.release.is_set()
+        assert systemd.watchdog_pings(since=started) >= 5  # fed while the library hung
         assert ("start", "vllm@plain.service") in units.calls
         assert ("start", "vllm@gpu.service") not in units.calls
     finally:
