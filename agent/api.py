@@ -1,16 +1,24 @@
 """The daemon's local status API: a little HTTP over a Unix socket, and its client.
 
 GET /v1/status (JSON), GET /metrics (Prometheus text), POST /v1/reload.
+
+One daemon per socket: ``claim()`` takes an flock on SOCKET.pid (holding our PID) and checks that
+nothing listens on the socket before anything else happens, so a second `vllm-agent run` exits
+naming the first and never unlinks the first's socket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from .api_client import TIMEOUT, Reply, call
+from .errors import AgentError, DaemonRunning
 
 Handler = Callable[[], Awaitable[tuple[int, str, bytes]]]
 MAX_REQUEST = 8192
@@ -20,11 +28,47 @@ class ApiServer:
     def __init__(self, path: Path, routes: dict[tuple[str, str], Handler]) -> None:
         self.path = path
         self.routes = routes
+        self.pid_file = path.with_name(path.name + ".pid")
         self._server: asyncio.AbstractServer | None = None
+        self._lock: int | None = None
+
+    async def claim(self) -> None:
+        """Become the one daemon of this socket, or raise DaemonRunning naming the other."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.pid_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as err:
+            raise AgentError(
+                f"cannot create the daemon's lock file {self.pid_file}: {err.strerror or err}",
+                hint="check that directory's permissions, or set 'socket' in agent.toml to a writable place",
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise DaemonRunning(
+                f"another agent daemon (PID {pid}) already serves {self.path}",
+                hint=f"stop that one first, or give this one another 'socket' in agent.toml ({self.pid_file})",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock = fd
+        # A daemon of a version without the lock, or another program: never take its socket.
+        reply = await asyncio.to_thread(call, self.path, memo=False)
+        if reply.listening:
+            self._release()
+            pid = _daemon_pid(reply)
+            who = f"an agent daemon (PID {pid})" if pid else "another process"
+            raise DaemonRunning(
+                f"{who} already listens on {self.path}" + (f" and {reply.silent}" if reply.silent else ""),
+                hint="stop it first, or give this daemon another 'socket' in agent.toml",
+            )
 
     async def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.unlink(missing_ok=True)  # a stale socket of a killed daemon
+        if self._lock is None:
+            await self.claim()
+        self.path.unlink(missing_ok=True)  # a stale socket of a killed daemon: nothing listens on it
         self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
         os.chmod(self.path, 0o660)
 
@@ -32,7 +76,15 @@ class ApiServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        self.path.unlink(missing_ok=True)
+            self._server = None
+            self.path.unlink(missing_ok=True)
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            os.ftruncate(self._lock, 0)  # no PID of a daemon that is gone
+            os.close(self._lock)  # closing drops the flock
+            self._lock = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -61,19 +113,13 @@ def json_response(data: Any) -> tuple[int, str, bytes]:
     return 200, "application/json", json.dumps(data).encode()
 
 
-async def request(path: Path, method: str = "GET", target: str = "/v1/status", timeout: float = 5.0) -> bytes | None:
-    """The response body, or None when no daemon listens on ``path``."""
+def _daemon_pid(reply: Reply) -> str:
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), timeout)
-    except (FileNotFoundError, ConnectionRefusedError, PermissionError, TimeoutError):
-        return None
-    try:
-        writer.write(f"{method} {target} HTTP/1.1\r\nHost: vllm-agent\r\nContent-Length: 0\r\n\r\n".encode())
-        await writer.drain()
-        raw = await asyncio.wait_for(reader.read(), timeout)
-    finally:
-        writer.close()
-    head, _, body = raw.partition(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 200"):
-        return None
-    return body
+        return str(int(json.loads(reply.body or b"")["daemon"]["pid"]))
+    except (ValueError, KeyError, TypeError):
+        return ""
+
+
+async def ask(path: Path, method: str = "GET", target: str = "/v1/status", timeout: float = TIMEOUT) -> Reply:
+    """The daemon's reply, within ``timeout`` whatever the daemon does (see api_client)."""
+    return await asyncio.to_thread(call, path, method, target, timeout)

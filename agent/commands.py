@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .api import request as api_request
+from .api import ask as ask_daemon
 from .config import MODELS_DIR
 from .configdir import Config, load_config, load_one
 from .deployfile import create
@@ -272,18 +272,38 @@ async def test(config: Config, units: UnitManager, plugins: Plugins, name: str, 
 
 
 async def tell_daemon(config: Config) -> None:
-    """Best effort: a running daemon re-reads the config so its view follows the CLI's."""
-    await api_request(config.socket, "POST", "/v1/reload", timeout=2.0)
+    """Best effort: a running daemon re-reads the config so its view follows the CLI's. One that
+    does not answer costs a second and a warning, never the command's own outcome."""
+    reply = await ask_daemon(config.socket, "POST", "/v1/reload")
+    if reply.silent:
+        _warn_silent(config, reply.silent, "it was not told; 'vllm-agent reload' once it answers")
+
+
+def _warn_silent(config: Config, why: str, then: str) -> None:
+    print(f"warning: the agent daemon on {config.socket} {why}; {then}", file=sys.stderr)
 
 
 async def reload(config: Config) -> int:
-    if await api_request(config.socket, "POST", "/v1/reload") is None:
+    reply = await ask_daemon(config.socket, "POST", "/v1/reload")
+    if reply.silent:
+        raise DaemonUnavailable(
+            f"the agent daemon on {config.socket} {reply.silent}",
+            hint="see 'systemctl status vllm-agent'; restart it if it stays silent",
+        )
+    if reply.body is None:
         raise DaemonUnavailable(
             f"no agent daemon answers on {config.socket}",
             hint="start it with 'systemctl start vllm-agent' (or 'vllm-agent run')",
         )
     print("reload queued: the daemon re-reads the config directory and reconciles")
     return 0
+
+
+def _daemon_rows(body: bytes | None) -> dict[str, dict[str, Any]] | None:
+    try:
+        return {row["name"]: row for row in json.loads(body)["deployments"]}
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 async def status(config_dir: Path, user: bool, connect: Connect, *, name: str | None, as_json: bool) -> int:
@@ -294,8 +314,14 @@ async def status(config_dir: Path, user: bool, connect: Connect, *, name: str | 
         config.deployment(name)
     names = [name] if name else sorted(config.deployments)
     # The daemon knows more (transitions, health, tests); without it, systemd says enough.
-    body = await api_request(config.socket)
-    extras = {row["name"]: row for row in json.loads(body)["deployments"]} if body is not None else {}
+    reply = await ask_daemon(config.socket)
+    daemon_rows = _daemon_rows(reply.body)
+    silent = reply.silent
+    if reply.body is not None and daemon_rows is None:
+        silent = "answered with something other than its status JSON"
+    if silent:
+        _warn_silent(config, silent, "reading systemd directly")
+    extras = daemon_rows or {}
     found: dict[str, DeploymentStatus] = {}
     missing = [item for item in names if item not in extras]  # newer than the daemon's config
     if missing:
@@ -306,7 +332,7 @@ async def status(config_dir: Path, user: bool, connect: Connect, *, name: str | 
         finally:
             await units.close()
     rows = [found[item] if item in missing else DeploymentStatus.from_json(extras[item]) for item in names]
-    source = "daemon" if body is not None else "systemd"
+    source = "daemon" if daemon_rows is not None else "systemd"
     if as_json:
         _json(
             {

@@ -3,6 +3,10 @@
 Deployments heal themselves under systemd alone; the daemon adds reconciliation, history,
 events, the status API and metrics. Killing it changes nothing for running deployments: on
 start it attaches to what runs (no restarts) and carries on.
+
+One slow part never stalls the rest: the watchdog is fed from a task of its own, a reconcile
+after a reload runs beside the main loop, each external deployment is checked by a task of its
+own at its own interval, and file I/O and GPU libraries run off the event loop.
 """
 
 from __future__ import annotations
@@ -10,65 +14,73 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from .aio import cancel_all
 from .api import ApiServer, json_response
 from .config import Deployment
 from .configdir import Config, load_config
 from .errors import AgentError
-from .health import HealthMonitor
+from .external import ExternalChecks
+from .gpu_listing import TIMEOUT as GPU_TIMEOUT
+from .gpu_listing import GpuLister
 from .history import History
 from .lifecycle import Deployments
 from .log import get_logger
 from .metrics import render_metrics
 from .names import unit_name
 from .notify import Notifier
-from .plugin_api import EngineTarget
 from .plugins import Plugins, make_plugin_manager
 from .reconcile import Reconciler
-from .state import StateStore
+from .state import DeploymentState, StateStore
 from .status import DeploymentStatus
-from .systemd.model import UnitManager
+from .systemd.model import UnitManager, UnitState
 from .watcher import Watcher
 
-TICK = 5.0  # seconds between watchdog pings, status lines and health-file reads
+TICK = 5.0  # seconds between status lines, health-file reads and retries of refused writes
 
 
 class Daemon:
-    def __init__(self, config_dir: Path, user: bool, units: UnitManager, *, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        config_dir: Path,
+        user: bool,
+        units: UnitManager,
+        *,
+        notifier: Notifier | None = None,
+        extra_plugins: Iterable[tuple[str, object]] = (),
+        gpu_timeout: float = GPU_TIMEOUT,
+    ) -> None:
         self.config_dir = config_dir
         self.user = user
         self.units = units
         self.notifier = notifier or Notifier()
         self.log = get_logger(component="daemon")
+        self._extra_plugins = tuple(extra_plugins)
         problems: list[str] = []
         # A broken file must not keep the daemon (and every other deployment) down.
         self.config: Config = load_config(config_dir, user=user, problems=problems)
         for problem in problems:
             self.log.error("config problem; that deployment is left as it is", problem=problem)
-        self.plugins: Plugins = make_plugin_manager(self.config.settings)
+        self.plugins: Plugins = make_plugin_manager(self.config.settings, extra=self._extra_plugins)
         self.store = StateStore(self.config.state_dir)
         self.history = History(self.config.state_dir)
         self.watcher = Watcher(self.store, self.history, self.plugins, self.log)
+        self.gpus = GpuLister(gpu_timeout)
         self.reload_requested = asyncio.Event()
         self.health_failures: Counter[str] = Counter()
         self._seen_checks: dict[str, float] = {}
-        self._external: dict[str, HealthMonitor] = {}
-        self._external_results: dict[str, dict[str, Any]] = {}
+        self.external = ExternalChecks(self.health_failures, self.log)
+        self._reconciling: asyncio.Task[None] | None = None
 
     def deployments(self) -> Deployments:
         return Deployments(self.config, self.units, self.plugins)
 
     async def run(self, stop: asyncio.Event) -> int:
-        watch = self.units.watch()  # listening before anything changes
-        self.watcher.attach(await self.units.list_units())
-        for name in self.config.deployments:
-            state = await self.units.get_state(unit_name(name))
-            self.watcher.units.setdefault(name, state)
-        await self._reconcile()
         api = ApiServer(
             self.config.socket,
             {
@@ -77,67 +89,110 @@ class Daemon:
                 ("POST", "/v1/reload"): self._reload_route,
             },
         )
-        await api.start()
-        self.notifier.ready(await self._summary())
-        self.log.info("daemon ready", socket=str(self.config.socket), deployments=len(self.config.deployments))
-        events = asyncio.create_task(self._consume(watch), name="unit-events")
+        await api.claim()  # a second daemon stops here, before it touches a unit or the socket
+        watchdog = asyncio.create_task(self._feed_watchdog(), name="watchdog")
+        watch = self.units.watch()  # listening before anything changes
+        events: asyncio.Task[None] | None = None
         try:
-            while not stop.is_set():
-                waiters = {asyncio.create_task(stop.wait()), asyncio.create_task(self.reload_requested.wait())}
-                done, pending = await asyncio.wait(
-                    waiters | {events}, timeout=TICK, return_when=asyncio.FIRST_COMPLETED
-                )
-                for task in pending - {events}:
-                    task.cancel()
-                await asyncio.gather(*(pending - {events}), return_exceptions=True)
-                if events.done():
-                    events.result()  # the watch ended: surface why
-                if self.reload_requested.is_set():
-                    self.reload_requested.clear()
-                    await self._reload()
-                self.notifier.watchdog()
-                self._read_health_files()
-                await self._check_external()
-                self.notifier.status(await self._summary())
+            self.watcher.attach(await self.units.list_units())
+            for name in self.config.deployments:
+                state = await self.units.get_state(unit_name(name))
+                self.watcher.units.setdefault(name, state)
+            await self.external.restart(self.config, self.plugins)
+            await api.start()
+            self.notifier.ready(await self._summary())
+            self.log.info("daemon ready", socket=str(self.config.socket), deployments=len(self.config.deployments))
+            events = asyncio.create_task(self._consume(watch), name="unit-events")
+            # Beside the loop: stopping a removed deployment can take its whole stop timeout.
+            self._reconciling = asyncio.create_task(self._reconcile(), name="reconcile")
+            await self._loop(stop, events)
         finally:
-            events.cancel()
-            await asyncio.gather(events, return_exceptions=True)
+            await cancel_all([events, self._reconciling])
+            await self.external.stop()
             await watch.aclose()
             await api.close()
-            for monitor in self._external.values():
-                await monitor.aclose()
+            await cancel_all([watchdog])
         self.notifier.stopping("stopping")
         return 0
+
+    async def _loop(self, stop: asyncio.Event, events: asyncio.Task[None]) -> None:
+        stopping = asyncio.create_task(stop.wait(), name="stop")
+        try:
+            while not stop.is_set():
+                waits: set[asyncio.Future[Any]] = {stopping, events}
+                if self._reconciling is not None:
+                    waits.add(self._reconciling)  # a reload meanwhile waits until it is done
+                else:
+                    waits.add(asyncio.create_task(self.reload_requested.wait(), name="reload-wait"))
+                _, pending = await asyncio.wait(waits, timeout=TICK, return_when=asyncio.FIRST_COMPLETED)
+                await cancel_all(pending - {stopping, events, self._reconciling})
+                if events.done():
+                    events.result()  # the watch ended: surface why
+                if self._reconciling is not None and self._reconciling.done():
+                    if not self._reconciling.cancelled() and self._reconciling.exception() is not None:
+                        self.log.error("reconcile failed", error=repr(self._reconciling.exception()))
+                    self._reconciling = None
+                if self.reload_requested.is_set() and self._reconciling is None:
+                    self.reload_requested.clear()
+                    self._reconciling = asyncio.create_task(self._reload(), name="reload")
+                if not stop.is_set():
+                    await self._tick()
+        finally:
+            await cancel_all([stopping])
+
+    async def _feed_watchdog(self) -> None:
+        """WATCHDOG=1 at a quarter of WatchdogSec, whatever else the daemon is waiting for.
+        Only a stalled event loop (which nothing here may cause) lets systemd restart us."""
+        usec = self.notifier.watchdog_usec
+        if not usec:
+            return
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(usec / 4e6)
+
+    async def _tick(self) -> None:
+        self._count_failed_checks(await asyncio.to_thread(self._health_files))
+        await asyncio.to_thread(self.store.flush)  # what a full disk refused, once it takes it
+        self.history.flush()  # the loop's own object; a no-op unless a write failed
+        self.notifier.status(await self._summary())
 
     async def _consume(self, watch) -> None:  # noqa: ANN001 - UnitWatch
         async for event in watch:
             self.watcher.handle(event)
 
     async def _reconcile(self) -> None:
-        await Reconciler(self.config, self.deployments(), self.log).reconcile()
+        plugins = self.plugins
+        if any(isinstance(d.gpus, int) and d.gpus > 0 for d in self.config.deployments.values()):
+            plugins = await self.gpus.listed(plugins)  # type: ignore[assignment]
+        deployments = Deployments(self.config, self.units, plugins)
+        await Reconciler(self.config, deployments, self.log).reconcile()
 
     async def _reload(self) -> None:
         """Re-read the config (SIGHUP, `vllm-agent reload`); a broken file changes nothing."""
         problems: list[str] = []
         try:
-            config = load_config(self.config_dir, user=self.user, problems=problems)
+            config = await asyncio.to_thread(load_config, self.config_dir, user=self.user, problems=problems)
         except AgentError as err:
             self.log.error("reload refused", error=err.message)
             return
         for problem in problems:
             self.log.error("config problem; that deployment is left as it is", problem=problem)
         self.config = config
-        self.plugins = make_plugin_manager(config.settings)
+        self.plugins = make_plugin_manager(config.settings, extra=self._extra_plugins)
         self.watcher.plugins = self.plugins
         self.log.info("config reloaded", deployments=len(config.deployments))
+        await self.external.restart(config, self.plugins)
         await self._reconcile()
 
     # Health --------------------------------------------------------------------------------
 
-    def _read_health_files(self) -> None:
-        """Count failed checks the units' launchers ran (they write each round)."""
-        for name in self.config.deployments:
-            for record in self.store.load(name).health:
+    def _health_files(self) -> dict[str, list[dict[str, Any]]]:
+        """The checks the units' launchers ran (they write each round). In a thread."""
+        return {name: self.store.load(name).health for name in list(self.config.deployments)}
+
+    def _count_failed_checks(self, health: dict[str, list[dict[str, Any]]]) -> None:
+        for name, records in health.items():
+            for record in records:
                 at = float(record.get("at", 0.0))
                 key = f"{name}/{record.get('name')}"
                 if at > self._seen_checks.get(key, 0.0):
@@ -145,78 +200,72 @@ class Daemon:
                     if not record.get("ok", True):
                         self.health_failures[name] += 1
 
-    async def _check_external(self) -> None:
-        """external and monitored deployments: no launcher of ours checks them, so we do."""
-        for name, deployment in self.config.deployments.items():
-            if deployment.mode == "managed":
-                continue
-            monitor = self._external.get(name)
-            if monitor is None:
-                url = (deployment.url or f"http://{deployment.host}:{deployment.port}").rstrip("/")
-                target = EngineTarget(deployment=name, url=url, served_model_name=deployment.served_name)
-                strategies = [self.plugins.health_strategy(check) for check in deployment.health.checks]
-                monitor = self._external[name] = HealthMonitor(strategies, deployment.health, target)
-            result = await monitor.round()
-            if not result.ok:
-                self.health_failures[name] += 1
-            self._external_results[name] = {
-                "ok": result.ok,
-                "unhealthy": result.unhealthy,
-                "failed_check": result.failed_check,
-                "detail": result.detail,
-                "records": monitor.records(),
-                "at": time.time(),
-            }
-
     # API -----------------------------------------------------------------------------------
 
     async def statuses(self) -> list[dict[str, Any]]:
         deployments = self.deployments()
+        units = {
+            name: await self._unit_state(deployment)
+            for name, deployment in self.config.deployments.items()
+            if deployment.mode != "external"
+        }
+        transitions = {name: [asdict(t) for t in self.history.last(name)] for name in self.config.deployments}
+        return await asyncio.to_thread(self._rows, deployments, units, transitions)
+
+    def _rows(
+        self, deployments: Deployments, units: dict[str, UnitState], transitions: dict[str, list[dict[str, Any]]]
+    ) -> list[dict[str, Any]]:
+        """The status rows, from files: in a thread."""
         rows = []
-        for name, deployment in sorted(self.config.deployments.items()):
+        for name, deployment in sorted(deployments.config.deployments.items()):
             saved = self.store.load(name)
             if deployment.mode == "external":
-                external = self._external_results.get(name, {})
-                state = "ready" if external.get("ok") else ("unhealthy" if external else "starting")
-                row: dict[str, Any] = {
-                    "name": name,
-                    "state": state,
-                    "model": deployment.model,
-                    "url": deployment.url or "",
-                    "port": deployment.port,
-                    "pid": 0,
-                    "restarts": 0,
-                    "gpus": [],
-                    "reason": "" if external.get("ok") else external.get("detail", ""),
-                    "mode": "external",
-                    "health": external.get("records", []),
-                }
+                row = self._external_row(deployment)
             else:
-                status = await self._unit_status(deployments, deployment)
-                row = status.as_json() | {"mode": deployment.mode, "health": saved.health}
+                row = deployments.status_of(deployment, units[name]).as_json()
+                row |= {"mode": deployment.mode, "health": saved.health}
             row["tests"] = saved.tests
-            row["transitions"] = [t.__dict__ for t in self.history.last(name)]
+            row["transitions"] = transitions.get(name, [])
             row["health_failures"] = self.health_failures[name]
             rows.append(row)
         return rows
 
-    async def _unit_status(self, deployments: Deployments, deployment: Deployment) -> DeploymentStatus:
-        """From the watched state (signals keep it fresh); systemd is asked only for an unseen unit."""
-        unit = self.watcher.units.get(deployment.name) or await self.units.get_state(unit_name(deployment.name))
-        return deployments.status_of(deployment, unit)
+    def _external_row(self, deployment: Deployment) -> dict[str, Any]:
+        external = self.external.results.get(deployment.name, {})
+        state = "ready" if external.get("ok") else ("unhealthy" if external else "starting")
+        return {
+            "name": deployment.name,
+            "state": state,
+            "model": deployment.model,
+            "url": deployment.url or "",
+            "port": deployment.port,
+            "pid": 0,
+            "restarts": 0,
+            "gpus": [],
+            "reason": "" if external.get("ok") else external.get("detail", ""),
+            "mode": "external",
+            "health": external.get("records", []),
+        }
+
+    async def _unit_state(self, deployment: Deployment) -> UnitState:
+        """The watched state (signals keep it fresh); systemd is asked only for an unseen unit."""
+        return self.watcher.units.get(deployment.name) or await self.units.get_state(unit_name(deployment.name))
 
     async def _status_route(self) -> tuple[int, str, bytes]:
         return json_response({"deployments": await self.statuses(), "daemon": {"pid": os.getpid()}})
 
     async def _metrics_route(self) -> tuple[int, str, bytes]:
         deployments = self.deployments()
-        rows = []
-        for name, deployment in sorted(self.config.deployments.items()):
-            if deployment.mode == "external":
-                continue
-            status = await self._unit_status(deployments, deployment)
-            rows.append((status, self.store.load(name), self.health_failures[name]))
-        return 200, "text/plain; version=0.0.4", render_metrics(rows).encode()
+        managed = {name: d for name, d in sorted(self.config.deployments.items()) if d.mode != "external"}
+        units = {name: await self._unit_state(d) for name, d in managed.items()}
+
+        def rows() -> list[tuple[DeploymentStatus, DeploymentState, int]]:
+            return [
+                (deployments.status_of(d, units[name]), self.store.load(name), self.health_failures[name])
+                for name, d in managed.items()
+            ]
+
+        return 200, "text/plain; version=0.0.4", render_metrics(await asyncio.to_thread(rows)).encode()
 
     async def _reload_route(self) -> tuple[int, str, bytes]:
         self.reload_requested.set()

@@ -107,6 +107,10 @@ class DaemonUnavailable(AgentError):
     code = "daemon.unavailable"
 
 
+class DaemonRunning(AgentError):
+    code = "daemon.already_running"
+
+
 class InvalidUnitName(SystemdError):
     code = "systemd.invalid_unit_name"
     exit_code = 2

@@ -1,15 +1,16 @@
 """`vllm-agent status` straight from the daemon's API: no pydantic, D-Bus or plugins, so it
-answers in tens of milliseconds. Anything unusual returns None and the full path takes over."""
+answers in tens of milliseconds. Anything unusual returns None and the full path takes over; a
+daemon that does not answer within a second is remembered, so the full path does not wait again."""
 
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
+from .api_client import call
 from .names import NAME_RE
 from .paths import default_socket
 from .statusline import exit_status, one_line
@@ -25,7 +26,7 @@ def daemon_status(config_dir: Path, user: bool, name: str | None, *, as_json: bo
         return None  # the full path reports the file's problem
     if configured is not None and not isinstance(configured, str):
         return None
-    body = _get(Path(configured) if configured else default_socket(user))
+    body = call(Path(configured) if configured else default_socket(user)).body
     if body is None:
         return None
     try:
@@ -45,18 +46,3 @@ def daemon_status(config_dir: Path, user: bool, name: str | None, *, as_json: bo
         for row in rows:
             print(one_line(row))
     return exit_status(rows)
-
-
-def _get(path: Path, timeout: float = 2.0) -> bytes | None:
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-            client.settimeout(timeout)
-            client.connect(str(path))
-            client.sendall(b"GET /v1/status HTTP/1.1\r\nHost: vllm-agent\r\nContent-Length: 0\r\n\r\n")
-            chunks = []
-            while chunk := client.recv(65536):
-                chunks.append(chunk)
-    except OSError:
-        return None
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-    return body if head.startswith(b"HTTP/1.1 200") else None

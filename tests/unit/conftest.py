@@ -1,9 +1,9 @@
-"""Fixtures that run the fake vLLM engine (tests/fakes/fake_vllm.py) for unit tests.
+"""Fixtures for unit tests: the fake vLLM engine (tests/fakes/fake_vllm.py), and a tiny tmpfs.
 
 Each engine is a real process on a free loopback port, in its own process group, with its output
 in files under the test's tmp_path; each is killed, with its EngineCore child, after the test (see
 tests/harness/fake_engine.py). One engine per test: the settle check fails a test that leaves
-children behind.
+children behind. The tmpfs gives real ENOSPC and EROFS (tests/harness/tmpfs.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from harness.ci import missing
 from harness.fake_engine import Fake, running_engine
+from harness.tmpfs import TinyTmpfs, tmpfs_unavailable
 
 
 @pytest.fixture
@@ -65,3 +67,17 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
     yield process
     process.kill()
     process.wait()
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Iterator[TinyTmpfs]:
+    """A 64 KiB tmpfs under tmp_path: a disk that really runs full (ENOSPC) or goes read-only
+    (EROFS). Needs root; skipped with the reason elsewhere, a failure under CI."""
+    disk = TinyTmpfs(tmp_path / "tiny")
+    reason = tmpfs_unavailable() or disk.mount()
+    if reason:
+        missing(f"a tmpfs: {reason}")
+    try:
+        yield disk
+    finally:
+        disk.unmount()
