@@ -42,6 +42,7 @@ from .systemd.model import UnitManager, UnitState
 from .watcher import Watcher
 
 TICK = 5.0  # seconds between status lines, health-file reads and retries of refused writes
+RETRY = 30.0  # seconds before a reconcile that failed as a whole is tried again
 
 
 class Daemon:
@@ -130,7 +131,11 @@ class Daemon:
                     events.result()  # the watch ended: surface why
                 if self._reconciling is not None and self._reconciling.done():
                     if not self._reconciling.cancelled() and self._reconciling.exception() is not None:
-                        self.log.error("reconcile failed", error=repr(self._reconciling.exception()))
+                        # systemd unreachable, say: try the whole pass again a little later.
+                        self.log.error(
+                            "reconcile failed; retrying", error=repr(self._reconciling.exception()), after=RETRY
+                        )
+                        asyncio.get_running_loop().call_later(RETRY, self.reload_requested.set)
                     self._reconciling = None
                 if self.reload_requested.is_set() and self._reconciling is None:
                     self.reload_requested.clear()

@@ -14,24 +14,30 @@ from collections.abc import Sequence
 from typing import Any
 
 from .errors import AgentError, GpuError
-from .plugin_api import GpuBackend, GpuDevice
+from .plugin_api import GpuBackend, GpuDevice, GpuSnapshot
 from .plugins import Plugins
 
 TIMEOUT = 10.0  # seconds a backend may take to list its devices
 
 
 class _Listed:
-    """A backend's devices as listed, or the error listing them raised."""
+    """A backend as listed: its device snapshots, or why it could not list them."""
 
-    def __init__(self, name: str, devices: Sequence[GpuDevice] = (), error: AgentError | None = None) -> None:
+    def __init__(self, name: str, devices: Sequence[GpuSnapshot] = (), error: AgentError | None = None) -> None:
         self.name = name
         self._devices = list(devices)
         self._error = error
 
-    def list_devices(self) -> Sequence[GpuDevice]:
+    def unavailable(self) -> AgentError | None:
+        return self._error
+
+    def snapshot(self) -> list[GpuSnapshot]:
         if self._error is not None:
             raise self._error
         return list(self._devices)
+
+    def list_devices(self) -> Sequence[GpuDevice]:
+        return self.snapshot()
 
 
 class ListedPlugins:
@@ -51,7 +57,7 @@ class ListedPlugins:
 class GpuLister:
     def __init__(self, timeout: float = TIMEOUT) -> None:
         self.timeout = timeout
-        self._running: dict[str, asyncio.Future[Sequence[GpuDevice]]] = {}  # by backend name
+        self._running: dict[str, asyncio.Future[Sequence[GpuSnapshot]]] = {}  # by backend name
 
     async def listed(self, plugins: Plugins) -> ListedPlugins:
         backends = plugins.gpu_backends()
@@ -81,13 +87,13 @@ class GpuLister:
         return _Listed(name, devices)
 
     @staticmethod
-    def _start(backend: GpuBackend) -> asyncio.Future[Sequence[GpuDevice]]:
+    def _start(backend: GpuBackend) -> asyncio.Future[Sequence[GpuSnapshot]]:
         """Run list_devices in a daemon thread of its own: a hung library blocks only that thread,
         not the loop and not the default executor that the daemon's file I/O uses."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Sequence[GpuDevice]] = loop.create_future()
+        future: asyncio.Future[Sequence[GpuSnapshot]] = loop.create_future()
 
-        def settle(result: Sequence[GpuDevice] | None, error: BaseException | None) -> None:
+        def settle(result: Sequence[GpuSnapshot] | None, error: BaseException | None) -> None:
             if future.done():
                 return
             if error is not None:
@@ -97,7 +103,10 @@ class GpuLister:
 
         def run() -> None:
             try:
-                result, error = list(backend.list_devices()), None
+                reason = backend.unavailable()
+                if reason is not None:
+                    raise reason
+                result, error = list(backend.snapshot()), None
             except BaseException as err:  # handed to the loop, raised there
                 result, error = None, err
             try:

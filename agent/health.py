@@ -18,7 +18,7 @@ from .errors import PluginError
 from .plugin_api import CheckResult, EngineTarget, HealthStrategy
 
 # A strategy gets ``timeout`` as its own deadline and a little more from wait_for, so that its
-# own detail ("no answer within 5s (engine hung?)") wins; wait_for is the backstop for a strategy
+# own detail ("no answer within 5s (engine hung?)") wins; the timeout is the backstop for a strategy
 # that ignores its deadline.
 GRACE = 0.25
 
@@ -119,7 +119,8 @@ class HealthMonitor:
         timeout = self.settings.timeout
         start = self.clock()
         try:
-            return await asyncio.wait_for(strategy.check(self.target, timeout), timeout + GRACE)
+            async with asyncio.timeout(timeout + GRACE):  # not wait_for: it can swallow a cancel on 3.11
+                return await strategy.check(self.target, timeout)
         except TimeoutError:
             return CheckResult(ok=False, detail=f"timed out after {timeout:g}s", latency=self.clock() - start)
         except Exception as err:  # a plugin bug: count it as failed and name it, never kill the launcher

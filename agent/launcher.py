@@ -108,6 +108,7 @@ class Launcher:
             await asyncio.gather(heartbeat, return_exceptions=True)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+            self.store.flush()  # one last try for what a full disk refused (stopped, failed)
 
     async def _run(self, stop: asyncio.Event) -> int:
         stopping = asyncio.create_task(stop.wait(), name="stop-signal")
@@ -344,6 +345,8 @@ class Launcher:
                 last = max(self._progress_at, self.engine.last_output if self.engine else 0.0)
                 if self._testing or time.monotonic() - last < stall:
                     self.notifier.extend_timeout(stall + 30)
+            if self.store.pending():  # a full or read-only state disk refused a write: retry it
+                await asyncio.to_thread(self.store.flush)
             await asyncio.sleep(min(EXTEND_EVERY, self.notifier.watchdog_usec / 4e6 or EXTEND_EVERY))
 
     def _resolve_progress(self, text: str) -> None:

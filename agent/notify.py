@@ -45,9 +45,11 @@ class Notifier:
         message = "\n".join(lines)
         if self._socket is not None and self._address is not None:
             try:
-                self._socket.sendto(message.encode(), self._address)
+                # Never block: a manager slow to read its queue must not stall our event loop
+                # (a lost status line is better than a missed watchdog of our own).
+                self._socket.sendto(message.encode(), socket.MSG_DONTWAIT, self._address)
             except OSError:
-                pass  # systemd went away; nothing useful to do from here
+                pass  # systemd went away or its queue is full; nothing useful to do from here
 
     def status(self, text: str) -> None:
         self.send(status=text)

@@ -55,8 +55,11 @@ class Listener:
         the connection still stands; that look is local and costs no round trip.
         """
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation, and a
+            # daemon stopping would then wait on this listener forever.
             try:
-                return await asyncio.wait_for(self._queue.get(), liveness_interval)
+                async with asyncio.timeout(liveness_interval):
+                    return await self._queue.get()
             except TimeoutError:
                 if not self.connection.alive:
                     return None
