@@ -9,6 +9,7 @@ restart of each, in parallel.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import threading
@@ -45,6 +46,12 @@ def core_of(user_manager, name: str) -> int:  # noqa: ANN001
         return None
 
     return wait_for(f"{name}'s VLLM::EngineCore", find, timeout=30)
+
+
+def passed(agent: AgentCli, name: str) -> set[str]:
+    """The checks whose last run passed, from the deployment's state file."""
+    saved = json.loads((agent.state_dir / "deployments" / f"{name}.json").read_text())
+    return {record["name"] for record in saved.get("health", []) if record["ok"]}
 
 
 @pytest.fixture
@@ -102,6 +109,13 @@ def test_a_wedged_engine_is_restarted_by_completion_and_by_metrics_stall(
         name: int(user_manager.show(f"vllm@{name}.service", "NRestarts")["NRestarts"]) for name in ("stuck", "stalled")
     }
 
+    # The deep completion check must have passed once, or it stays due every round and fails
+    # first: only then does "stalled" rely on metrics-stall alone.
+    wait_for(
+        "a passing health round of both checks",
+        lambda: passed(vllm_agent, "stalled") >= {"metrics-stall", "completion"},
+        timeout=60,
+    )
     done = threading.Event()
     flowing = stream_until_tokens(rows[1]["url"], "stalled", done)
     assert flowing.wait(120), "the long generation never streamed"
