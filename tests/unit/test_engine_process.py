@@ -67,7 +67,7 @@ async def test_stop_sigkills_an_engine_that_ignores_sigterm_after_its_timeout(tm
     await engine.start()
     try:
         await poll(pid_file.exists, 10, "the EngineCore to start")
-        await poll(lambda: any("Loading weights" in line for line in engine.tail), 10, "the engine to load")
+        await poll(lambda: any("Starting to load model" in line for line in engine.tail), 10, "the engine to load")
         core = int(pid_file.read_text())
         started = time.monotonic()
         code = await asyncio.wait_for(engine.stop(1.0), 20)  # before the fix: never returned
@@ -83,6 +83,6 @@ async def test_stop_of_a_cooperative_engine_returns_its_own_status(tmp_path: Pat
     argv = [sys.executable, str(SCRIPT), "--port", str(free_port()), "--fake-load-time", "60"]
     engine = EngineProcess(argv, output=io.BytesIO())
     await engine.start()
-    await poll(lambda: any("Loading weights" in line for line in engine.tail), 10, "the engine to load")
+    await poll(lambda: any("Starting to load model" in line for line in engine.tail), 10, "the engine to load")
     assert await asyncio.wait_for(engine.stop(10), 20) == 0
     assert any("Application shutdown complete" in line for line in engine.tail)

@@ -107,7 +107,7 @@ async def test_a_dead_engine_fails_http(start_fake_in_mode) -> None:
     async with aclosing(HttpCheck()) as check:
         result = await check.check(target_of(fake), 2.0)
     assert not result.ok
-    # The fake exits 0.5 s after its engine died; a slow machine may already see it gone.
+    # The fake exits 5 s after its engine died, as vLLM does; a slow machine may already see it gone.
     assert result.detail in ("/health answered 503 (engine dead)", "connection refused")
 
 
@@ -131,7 +131,7 @@ async def test_metrics_stall_fails_after_the_window_on_a_hung_engine_with_a_requ
         body = {"model": SERVED, "prompt": "hello", "max_tokens": 4}
         in_flight = asyncio.create_task(client.post(f"{fake.base}/v1/completions", json=body, timeout=30))
         try:
-            await running_at_least(client, fake, 2)
+            await running_at_least(client, fake, 1)
             first = await stall.check(target_of(fake), 2.0)
             now[0] += 0.5
             within = await stall.check(target_of(fake), 2.0)
@@ -142,7 +142,7 @@ async def test_metrics_stall_fails_after_the_window_on_a_hung_engine_with_a_requ
             await asyncio.gather(in_flight, return_exceptions=True)
     assert first.ok and within.ok, (first.detail, within.detail)
     assert not stalled.ok
-    assert stalled.detail == "2 requests running, no tokens generated for 1s"
+    assert stalled.detail == "1 requests running, no tokens generated for 1s"
 
 
 async def running_at_least(client: httpx.AsyncClient, fake: Fake, count: int, timeout: float = 5.0) -> None:
