@@ -3,8 +3,11 @@ state, `status` without a name, `logs -f`."""
 
 from __future__ import annotations
 
+import json
 import select
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -76,3 +79,110 @@ def test_logs_follow_shows_new_engine_output_as_it_comes(agent: AgentCli, model_
     finally:
         follower.terminate()
         follower.wait(timeout=10)
+
+
+def test_a_site_plugins_unit_directives_reach_the_unit_and_make_it_stale(
+    agent: AgentCli,
+    model_dir: Path,
+    user_manager,  # noqa: ANN001
+) -> None:
+    # tests/plugins/sitehooks: a third-party plugin registered by entry point.
+    agent.write_deployment("policy", f'model = "{model_dir}"\nargs = ["--fake-load-time", "0.2"]\ntests = []\n')
+    env = agent.env | {"VLLM_AGENT_TEST_DIRECTIVES": json.dumps({"Service": ["CPUWeight=42"]})}
+    site = AgentCli(agent.config_dir, env, agent.log_dir, agent.state_dir)
+    site.ok("start", "policy")
+    assert "CPUWeight=42" in user_manager.systemctl("cat", "vllm@policy.service").stdout
+    assert user_manager.show("vllm@policy.service", "CPUWeight") == {"CPUWeight": "42"}
+    # The policy changes: the rendered unit differs, so the running one is stale until restarted.
+    changed = AgentCli(
+        agent.config_dir,
+        agent.env | {"VLLM_AGENT_TEST_DIRECTIVES": '{"Service": ["CPUWeight=43"]}'},
+        agent.log_dir,
+        agent.state_dir,
+    )
+    changed.ok("render", "policy")
+    changed.ok("start", "--no-wait", "policy")
+    wait_for(
+        "the restart applying it", lambda: user_manager.show("vllm@policy.service", "CPUWeight") == {"CPUWeight": "43"}
+    )
+
+
+def test_the_daemon_starts_new_cleans_removed_and_leaves_failed_alone_with_one_reload(
+    agent: AgentCli,
+    model_dir: Path,
+    user_manager,  # noqa: ANN001
+) -> None:
+    fast = 'args = ["--fake-load-time", "0.2"]\ntests = []\n'
+    agent.write_deployment("keep", f'model = "{model_dir}"\n{fast}')
+    agent.write_deployment("gone", f'model = "{model_dir}"\n{fast}')
+    agent.write_deployment(
+        "broken",
+        f'model = "{model_dir}"\nargs = ["--fake-mode", "exit-at-start"]\n[restart]\nmax_restarts = 0\n',
+    )
+    for name in ("keep", "gone"):
+        agent.ok("start", name)
+    assert agent.run("start", "broken").returncode != 0
+    failed = user_manager.show("vllm@broken.service", "ActiveState", "NRestarts", "InvocationID")
+    assert failed["ActiveState"] == "failed"
+    user_manager.systemctl("start", "vllm-agent.service")
+    wait_for("the daemon's first pass", lambda: "daemon ready" in agent.log("vllm-agent"))
+
+    with ReloadWatch(user_manager) as reloads:
+        agent.model_file("gone").unlink()
+        agent.write_deployment("fresh", f'model = "{model_dir}"\n{fast}')
+        agent.ok("reload")
+        wait_for("fresh ready", lambda: agent.status("fresh")["state"] == "ready", timeout=60)
+        wait_for("gone cleaned", lambda: not (user_manager.unit_dir / "vllm@gone.service.d").exists())
+        assert reloads.count() == 1  # one daemon-reload for the whole batch
+    assert user_manager.show("vllm@gone.service", "ActiveState") == {"ActiveState": "inactive"}
+    # Never started again: the same failed invocation, the same count.
+    assert user_manager.show("vllm@broken.service", "ActiveState", "NRestarts", "InvocationID") == failed
+    assert agent.status("keep")["state"] == "ready"
+
+
+class ReloadWatch:
+    """Counts systemd's daemon-reloads from its Reloading signals (one at the start of each and
+    one at the end), watched with busctl; a reload of our own first proves it is listening."""
+
+    def __init__(self, user_manager) -> None:  # noqa: ANN001
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [
+                "busctl",
+                "--user",
+                "monitor",
+                "--json=short",
+                "--match",
+                "type='signal',interface='org.freedesktop.systemd1.Manager',member='Reloading'",
+            ],
+            env=user_manager.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        deadline = time.monotonic() + 20
+        while not self.lines:  # reload until the monitor shows it: then it is listening
+            assert time.monotonic() < deadline, "busctl monitor saw no Reloading signal"
+            user_manager.daemon_reload()
+            time.sleep(0.2)
+        wait_for("the probe reload's end", lambda: len(self.lines) % 2 == 0)
+        self.baseline = len(self.lines)
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if '"Reloading"' in line:
+                self.lines.append(line)
+
+    def count(self) -> int:
+        return (len(self.lines) - self.baseline) // 2
+
+    def __enter__(self) -> ReloadWatch:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.reader.join(timeout=10)

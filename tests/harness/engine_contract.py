@@ -1,6 +1,6 @@
 """The engine contract: checks that real vLLM and the fake (tests/fakes/fake_vllm.py) both pass.
 
-tests/unit/test_engine_contract.py runs every check against the fake, tests/vllm/test_engine_contract.py
+tests/unit/test_engine_contract.py runs every check against the fake, tests/vllm/test_real_engine_contract.py
 against real vLLM 0.32: what the fast tiers assume of the engine is proven on the real one. Each
 check takes an ``EngineRun`` (one engine process started by ``start``, its output timed line by
 line). The checks that stop the EngineCore (``check_hang_freezes_metrics``) resume it; the one
