@@ -22,6 +22,7 @@ from .errors import AgentError
 from .health import HealthMonitor
 from .plugin_api import EngineTarget
 from .plugins import Plugins
+from .urls import local_url
 
 
 class ExternalChecks:
@@ -41,7 +42,7 @@ class ExternalChecks:
         for name, deployment in config.deployments.items():
             if deployment.mode == "managed":
                 continue
-            url = (deployment.url or f"http://{deployment.host}:{deployment.port}").rstrip("/")
+            url = (deployment.url or local_url(deployment.host, deployment.port or 0)).rstrip("/")
             target = EngineTarget(deployment=name, url=url, served_model_name=deployment.served_name, api_key=api_key)
             try:
                 strategies = [plugins.health_strategy(check) for check in deployment.health.checks]
