@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .api import ask as ask_daemon
 from .config import MODELS_DIR
 from .configdir import Config, load_config, load_one
+from .credentials import read_credential
 from .deployfile import create
 from .desired import STOPPED, boot_target
 from .errors import AgentError, DaemonUnavailable, PortUnavailable
@@ -249,9 +250,7 @@ async def test(config: Config, units: UnitManager, plugins: Plugins, name: str, 
         if status.state not in ("ready", "unhealthy"):
             raise AgentError(f"{name} is {status.state}, not serving", hint=f"start it with 'vllm-agent start {name}'")
         url = local_url(deployment.host, deployment.port or 0)
-    api_key = None
-    if config.settings.credentials_dir and (config.settings.credentials_dir / "api_key").is_file():
-        api_key = (config.settings.credentials_dir / "api_key").read_text().strip() or None
+    api_key = read_credential(config.settings.credentials_dir, "api_key")
     target = EngineTarget(deployment=name, url=url, served_model_name=deployment.served_name, api_key=api_key)
     context = TestContext(config_dir=config.path, deployment=deployment)
     outcomes = []

@@ -13,11 +13,10 @@ it), so wanted units come back at boot with no daemon at all.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Literal
 
-from .fsutil import remove_if_exists, write_atomic
+from .fsutil import remove_if_exists, symlink_atomic, write_atomic
 from .log import get_logger
 from .names import UNIT_TEMPLATE, unit_name
 
@@ -45,7 +44,7 @@ class DesiredStates:
         try:
             text = self.path(name).read_text().strip()
         except FileNotFoundError:
-            return self._from_older_state_file(name)
+            return self._adopt_older_record(name)
         except (OSError, UnicodeDecodeError) as err:
             get_logger().warning("desired state unreadable; taking 'running'", deployment=name, error=str(err))
             return RUNNING
@@ -71,11 +70,7 @@ class DesiredStates:
         if want == link.is_symlink():
             return False
         if want:
-            link.parent.mkdir(parents=True, exist_ok=True)
-            tmp = link.with_name(f".{link.name}.tmp")
-            tmp.unlink(missing_ok=True)
-            tmp.symlink_to(self._template())
-            os.replace(tmp, link)
+            symlink_atomic(link, self._template())
         else:
             remove_if_exists(link)
         return True
@@ -94,10 +89,17 @@ class DesiredStates:
                 return directory / UNIT_TEMPLATE
         return self.unit_dir / UNIT_TEMPLATE
 
-    def _from_older_state_file(self, name: str) -> Desired:
-        """Before this record existed, `stop` wrote "wanted": false into the state file."""
+    def _adopt_older_record(self, name: str) -> Desired:
+        """Before this record existed, `stop` wrote "wanted": false into the state file. Keep
+        that decision here, where it survives the state file's next rewrite."""
         try:
             data = json.loads((self.state_dir / "deployments" / f"{name}.json").read_text())
         except (OSError, ValueError):
             return RUNNING
-        return STOPPED if isinstance(data, dict) and data.get("wanted") is False else RUNNING
+        if not (isinstance(data, dict) and data.get("wanted") is False):
+            return RUNNING
+        try:
+            write_atomic(self.path(name), STOPPED + "\n")
+        except OSError:
+            pass  # a reader without write access (status as another user): decided again next time
+        return STOPPED

@@ -18,6 +18,7 @@ from structlog.typing import FilteringBoundLogger
 from .aio import cancel_all
 from .config import AgentSettings, Deployment
 from .configdir import Config
+from .credentials import read_credential
 from .errors import AgentError
 from .health import HealthMonitor
 from .plugin_api import EngineTarget
@@ -79,10 +80,4 @@ class ExternalChecks:
 
 
 def api_key_of(settings: AgentSettings) -> str | None:
-    """The api_key credential from the credentials directory, as `vllm-agent test` reads it."""
-    if settings.credentials_dir is None:
-        return None
-    try:
-        return (settings.credentials_dir / "api_key").read_text().strip() or None
-    except OSError:
-        return None
+    return read_credential(settings.credentials_dir, "api_key")

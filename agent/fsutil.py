@@ -46,3 +46,13 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def symlink_atomic(link: Path, target: Path) -> None:
+    """Point ``link`` at ``target``: a reader sees the old link or the new one, never none."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(f".{link.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target)
+    os.replace(tmp, link)
+    _fsync_dir(link.parent)

@@ -13,7 +13,7 @@ from pathlib import Path
 from . import unitescape
 from .configdir import Config
 from .desired import boot_target
-from .fsutil import write_atomic
+from .fsutil import symlink_atomic, write_atomic
 from .render import agent_command
 
 AGENT_UNIT = "vllm-agent.service"
@@ -29,7 +29,7 @@ def unit_text(template: str, *, user: bool, command: list[str] | None = None, co
     launcher = unitescape.exec_line([*(command or agent_command()), *(["--user"] if user else [])])
     if user:
         # A user manager has no multi-user.target; default.target is its equivalent.
-        text = text.replace("WantedBy=multi-user.target", "WantedBy=default.target")
+        text = text.replace(f"WantedBy={boot_target(False)}", f"WantedBy={boot_target(True)}")
     return text.replace(PACKAGED_COMMAND, launcher)
 
 
@@ -60,6 +60,5 @@ def enable_agent(config: Config) -> bool:
     link = config.unit_dir / f"{boot_target(config.user)}.wants" / AGENT_UNIT
     if link.is_symlink():
         return False
-    link.parent.mkdir(parents=True, exist_ok=True)
-    link.symlink_to(config.unit_dir / AGENT_UNIT)
+    symlink_atomic(link, config.unit_dir / AGENT_UNIT)
     return True

@@ -16,12 +16,12 @@ import os
 import signal
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import httpx
 
 from .config import Deployment
 from .configdir import Config
+from .credentials import read_credential
 from .desired import RUNNING, DesiredStates
 from .diagnose import diagnose
 from .engine import drop_revision, with_model
@@ -419,10 +419,5 @@ class Launcher:
 
 
 def _credential(name: str) -> str | None:
-    directory = os.environ.get("CREDENTIALS_DIRECTORY")
-    if not directory:
-        return None
-    try:
-        return (Path(directory) / name).read_text().strip() or None
-    except OSError:
-        return None
+    """Inside the unit, systemd put the credentials in $CREDENTIALS_DIRECTORY."""
+    return read_credential(os.environ.get("CREDENTIALS_DIRECTORY"), name)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .config import Deployment
 from .configdir import Config
-from .deployfile import assign_port
+from .deployfile import assign_port, ports_on_disk
 from .desired import RUNNING, STOPPED, DesiredStates
 from .errors import StartFailed
 from .fsutil import remove_if_exists, write_atomic
@@ -55,8 +55,8 @@ class Deployments:
         deployment = self.config.deployment(name)
         if write_port:
             deployment = assign_port(self.config, deployment)
-        elif deployment.port is None:
-            taken = {d.port for d in self.config.deployments.values() if d.port is not None}
+        elif deployment.port is None:  # the port a start would assign, from the files as they are
+            taken = set(ports_on_disk(self.config, exclude=name))
             deployment = deployment.model_copy(update={"port": allocate_port(self.config.settings.port_range, taken)})
         # GpuError: no backend, too few free devices, a named device missing or over-shared.
         slots = self.placer.place(deployment, record=write_port)

@@ -19,6 +19,7 @@ from pathlib import Path
 from . import unitescape
 from .config import Deployment
 from .configdir import Config
+from .credentials import CREDENTIALS
 from .engine import engine_argv
 
 DROPIN_NAME = "50-vllm-agent.conf"
@@ -28,7 +29,6 @@ HASH_LINE = re.compile(r"^# vllm-agent-hash: ([0-9a-f]+)$", re.MULTILINE)
 # restarts after it, so a taken port or a missing model does not burn the restart budget.
 EXIT_CONFIG = 78
 WATCHDOG = 30  # seconds of launcher silence before systemd calls it hung
-CREDENTIALS = ("hf_token", "api_key")
 EXEC_START = "ExecStart=\0"  # where the command goes once the hash is taken (NUL: in no directive)
 
 

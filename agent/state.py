@@ -77,12 +77,6 @@ class StateStore:
             pending = self._backlog.pending.get(name)
         return replace(state, **pending) if pending else state
 
-    def save(self, state: DeploymentState) -> DeploymentState:
-        changes = asdict(state)
-        del changes["name"]
-        with self._backlog.writing:
-            return self._commit(state, changes)
-
     def update(self, name: str, **changes: Any) -> DeploymentState:
         with self._backlog.writing:
             state = self.load(name)

@@ -114,3 +114,12 @@ def test_stopped_on_purpose_is_quiet_whatever_phase_was_left() -> None:
 def test_an_ipv6_host_is_bracketed_in_the_url() -> None:
     v6 = Deployment(name="llama", model="org/model", port=8001, host="::1")
     assert classify(v6, _unit("active", "running"), DeploymentState(name="llama")).url == "http://[::1]:8001"
+
+
+def test_an_older_stop_is_adopted_and_survives_the_state_files_rewrite(desired: DesiredStates) -> None:
+    old = desired.state_dir / "deployments" / "llama.json"
+    old.parent.mkdir(parents=True)
+    old.write_text(json.dumps({"name": "llama", "phase": "stopped", "wanted": False}))
+    assert desired.get("llama") == STOPPED
+    old.write_text(json.dumps({"name": "llama", "phase": "failed"}))  # rewritten without the old key
+    assert desired.get("llama") == STOPPED
