@@ -70,10 +70,15 @@ class Reconciler:
                 await self._converge(plan, name, rendered_hash)
             except AgentError as err:
                 self._refuse(plan, name, "systemd refused to start it", err)
-        if plan.started or plan.restarted or plan.removed or plan.refused:
-            self.log.info(
-                "reconciled", started=plan.started, restarted=plan.restarted, removed=plan.removed, refused=plan.refused
-            )
+        # Every pass says so, changes or not: an operator (and a test) can tell it ran.
+        self.log.info(
+            "reconciled",
+            started=plan.started,
+            restarted=plan.restarted,
+            removed=plan.removed,
+            refused=plan.refused,
+            reloaded=plan.reload,
+        )
         return plan
 
     async def _converge(self, plan: Plan, name: str, rendered_hash: str) -> None:

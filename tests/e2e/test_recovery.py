@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,12 +114,8 @@ def test_hung_engine_with_healthy_health_endpoint_is_restarted(agent, model_dir,
         "hang-after:1",
         extra='[restart]\nmax_restarts = 5\nwindow = 120\n[health]\nchecks = ["http", "completion"]\n',
     )
-    hung_at = time.monotonic() + 1.0
-    ready_at = time.monotonic()
+    # How fast it is noticed is bench/recovery.py's figure (hang -> NRestarts+1), not a test's.
     wait_for("the watchdog restart", lambda: int(show(user_manager, "hang")["NRestarts"]) >= 1, timeout=30)
-    noticed = time.monotonic() - max(hung_at, ready_at)
-    # interval 0.5 x threshold 2 + timeout 1, plus one interval of phase and the restart itself.
-    assert noticed < 0.5 * 2 + 1 + 0.5 + 2.5, noticed
     log = agent.log("hang")
     assert '"event": "unhealthy"' in log and '"check": "completion"' in log
     if daemon:
@@ -140,10 +135,21 @@ def test_a_single_slow_check_does_not_restart(agent, model_dir, user_manager) ->
         extra="[health]\ninterval = 0.5\ntimeout = 0.5\nfailure_threshold = 6\n",
     )
     engine = engine_pid(user_manager, "pause")
-    os.kill(engine, signal.SIGSTOP)  # a one-second stall, like a long GC pause
-    time.sleep(1.0)
-    os.kill(engine, signal.SIGCONT)
-    time.sleep(2.0)
+    os.kill(engine, signal.SIGSTOP)  # a stall, like a long GC pause
+    try:
+        # Evidence that the checks ran into the stall before it ends...
+        wait_for("a failed check", lambda: '"event": "health check failed"' in agent.log("pause"), timeout=20)
+    finally:
+        os.kill(engine, signal.SIGCONT)
+    # ...and that a later round passed again: the status line is back to plain serving.
+    wait_for(
+        "a passing check after the stall",
+        lambda: (
+            show(user_manager, "pause")["StatusText"].startswith("serving ")
+            and "failed" not in show(user_manager, "pause")["StatusText"]
+        ),
+        timeout=20,
+    )
     state = show(user_manager, "pause")
     assert state["NRestarts"] == "0" and state["ActiveState"] == "active"
     assert httpx.get(f"{agent.status('pause')['url']}/health", timeout=5).status_code == 200
@@ -157,9 +163,8 @@ def test_immediate_exit_gets_exactly_the_configured_starts(agent, model_dir, use
     )
     done = agent.run("start", "storm")
     assert done.returncode == 1
-    starts = agent.log("storm").count('"event": "engine started"')
-    assert starts == 3
-    time.sleep(2)
+    # systemd schedules nothing more for a failed unit: its own word that the count is final.
+    assert show(user_manager, "storm")["ActiveState"] == "failed"
     assert agent.log("storm").count('"event": "engine started"') == 3
     status = agent.status("storm")
     assert status["state"] == "failed" and status["reason"].startswith("start limit hit: 3 starts within 60s")
@@ -303,12 +308,13 @@ def test_external_deployment_is_checked_and_reported_by_the_daemon(agent, model_
 def test_a_broken_file_leaves_its_running_deployment_alone(agent, model_dir, user_manager) -> None:  # noqa: ANN001
     deploy(agent, model_dir, "typo", "--fake-load-time", "0.3")
     user_manager.systemctl("start", "vllm-agent.service")
+    passes = wait_for("the daemon's first pass", lambda: agent.log("vllm-agent").count('"event": "reconciled"'))
     before = show(user_manager, "typo")
     path = agent.model_file("typo")
     path.write_text(path.read_text() + "gpu_memory_utilization = 7\n")
     done = agent.ok("reload")
     assert "gpu_memory_utilization: must be > 0 and <= 1, got 7" in done.stderr
-    time.sleep(2)  # the daemon reconciles in the background
+    wait_for("the pass after the reload", lambda: agent.log("vllm-agent").count('"event": "reconciled"') > passes)
     after = show(user_manager, "typo")
     assert (after["ActiveState"], after["InvocationID"]) == ("active", before["InvocationID"])
     assert (user_manager.unit_dir / "vllm@typo.service.d").exists()
