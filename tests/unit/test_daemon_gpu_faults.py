@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from fakes.pynvml_fake import FakeNvml
 from fakes.unit_manager import FakeUnitManager
-from test_daemon import Setup, Systemd, running, setup, short_dir, systemd, wait_until  # noqa: F401 - fixtures
+from test_daemon import HangingGpus, Setup, Systemd, running, setup, short_dir, systemd, wait_until  # noqa: F401 - fixtures
 from vllm_agent import hookimpl
 from vllm_agent.api_client import call
 from vllm_agent.daemon import Daemon
@@ -57,6 +57,11 @@ def make_daemon(setup: Setup, systemd: Systemd, units: FakeUnitManager, gpus: Fa
     )
 
 
+async def watching(gpus: FakeGpus) -> None:
+    """Until the daemon's Xid watch registered every device (an Xid before that goes nowhere)."""
+    await wait_until("the Xid watch", lambda: gpus.nvml.calls.count("nvmlDeviceRegisterEvents") >= len(gpus.nvml.gpus))
+
+
 def quarantined(setup: Setup) -> dict[str, dict]:
     return QuarantineStore(setup.config_dir.parent / "state").all()
 
@@ -81,6 +86,7 @@ async def test_an_xid_79_quarantines_the_device_and_each_deployment_gets_what_it
         for name in ("s", "m", "k"):
             await wait_until(f"{name} started", lambda name=name: ("start", f"vllm@{name}.service") in units.calls)
         placed = {name: device_of(setup, name) for name in ("s", "m", "k")}
+        await watching(gpus)
         assert len(set(placed.values())) == 3
 
         # stop: the unit stops, the desired state stays "running", the reason is recorded.
@@ -126,3 +132,68 @@ async def test_an_xid_79_quarantines_the_device_and_each_deployment_gets_what_it
     assert set(quarantined(setup)) == {placed["s"], placed["m"], placed["k"]}
     QuarantineStore(setup.config_dir.parent / "state").release(placed["s"])
     await wait_until("s started after the release", lambda: units.calls.count(("start", "vllm@s.service")) > starts)
+
+
+async def test_an_application_xid_is_counted_not_quarantined_and_metrics_show_every_device(
+    setup: Setup, systemd: Systemd, running: Callable[[Daemon], asyncio.Task[int]]
+) -> None:
+    gpus = FakeGpus()
+    running(make_daemon(setup, systemd, FakeUnitManager(), gpus))
+    await watching(gpus)
+    app, device = gpus.nvml.uuid_of(0), gpus.nvml.uuid_of(1)
+    gpus.nvml.inject_xid(app, 13)  # a bad kernel: the engine's problem
+    gpus.nvml.inject_xid(device, 79)  # fell off the bus: the device's
+    await wait_until("the device fault", lambda: device in quarantined(setup))
+    assert app not in quarantined(setup)  # handled in order: the 13 came first
+
+    reply = await asyncio.to_thread(call, setup.socket, "GET", "/metrics")
+    assert reply.body is not None, reply.silent
+    text = reply.body.decode()
+    for index in range(4):
+        labels = f'backend="fake",index="{index}",uuid="{gpus.nvml.uuid_of(index)}"'
+        for metric in ("memory_used_bytes", "memory_total_bytes", "temperature_celsius", "power_watts"):
+            assert f"vllm_agent_gpu_{metric}{{{labels}}} " in text, (metric, text)
+        xids = 1 if index in (0, 1) else 0
+        assert f"vllm_agent_gpu_xid_events_total{{{labels}}} {xids}\n" in text
+        assert f"vllm_agent_gpu_quarantined{{{labels}}} {int(index == 1)}\n" in text
+    assert 'vllm_agent_gpu_backend_up{backend="fake"} 1' in text
+
+
+async def test_new_ecc_errors_or_pending_pages_in_a_later_look_quarantine_the_device(
+    setup: Setup, systemd: Systemd, running: Callable[[Daemon], asyncio.Task[int]]
+) -> None:
+    gpus = FakeGpus()
+    gpus.nvml.gpus[3].ecc_volatile = 5  # before the daemon: placement's business, not news
+    daemon = make_daemon(setup, systemd, FakeUnitManager(), gpus)
+    running(daemon)
+    await wait_until("the baseline look and one more", lambda: daemon.sampler.reads >= 2)
+    gpus.nvml.gpus[1].ecc_volatile = 2
+    gpus.nvml.gpus[2].retired_pending = True
+    ecc, pages = gpus.nvml.uuid_of(1), gpus.nvml.uuid_of(2)
+    await wait_until("both quarantined", lambda: {ecc, pages} <= set(quarantined(setup)))
+    found = quarantined(setup)
+    assert found[ecc]["reason"] == "2 new uncorrectable ECC error(s)"
+    assert found[pages]["reason"] == "retired pages pending (needs a GPU reset)"
+    assert set(found) == {ecc, pages}
+
+
+async def test_named_devices_are_listed_off_the_loop_too(
+    setup: Setup, systemd: Systemd, running: Callable[[Daemon], asyncio.Task[int]]
+) -> None:
+    """A deployment naming its device (gpus = [0]) waits for a hung library no longer than one
+    with a count: the reconcile gives up on it and carries on."""
+    units, gpus = FakeUnitManager(), HangingGpus()
+    units.define("vllm@named.service")
+    setup.write("named", 'model = "org/m"\ngpus = [0]\n')
+    daemon = Daemon(
+        setup.config_dir, True, units, notifier=Notifier(str(systemd.path)), extra_plugins=[("wedged", gpus)], gpu_timeout=1.0
+    )
+    try:
+        running(daemon)
+        await wait_until(
+            "the reconcile to give up on it",
+            lambda: "did not list its devices within 1s" in StateStore(setup.config_dir.parent / "state").load("named").reason,
+        )
+        assert ("start", "vllm@named.service") not in units.calls
+    finally:
+        gpus.release.set()
