@@ -106,6 +106,4 @@ async def resume(name: str, deployments: Deployments, log: FilteringBoundLogger)
         await deployments.start(name, wait=False)
     except AgentError as err:
         log.error("starting after a GPU release failed", deployment=name, error=err.message)
-        await asyncio.to_thread(
-            deployments.store.update, name, phase="failed", reason=err.message, hint=err.hint or ""
-        )
+        await asyncio.to_thread(deployments.store.update, name, phase="failed", reason=err.message, hint=err.hint or "")

@@ -13,9 +13,10 @@ import json
 import threading
 from collections.abc import Callable
 
+import test_daemon
 from fakes.pynvml_fake import FakeNvml
 from fakes.unit_manager import FakeUnitManager
-from test_daemon import HangingGpus, Setup, Systemd, running, setup, short_dir, systemd, wait_until  # noqa: F401 - fixtures
+from test_daemon import HangingGpus, Setup, Systemd, wait_until
 from vllm_agent import hookimpl
 from vllm_agent.api_client import call
 from vllm_agent.daemon import Daemon
@@ -25,6 +26,9 @@ from vllm_agent.notify import Notifier
 from vllm_agent.plugin_api import AgentEvent, AgentSettings, GpuBackend
 from vllm_agent.state import StateStore
 from vllm_agent_plugins.gpu_nvml import NvmlBackend
+
+# The daemon tests' fixtures: a config directory, systemd's notify socket, daemons stopped after.
+short_dir, systemd, setup, running = test_daemon.short_dir, test_daemon.systemd, test_daemon.setup, test_daemon.running
 
 
 class FakeGpus:
@@ -185,14 +189,14 @@ async def test_named_devices_are_listed_off_the_loop_too(
     units, gpus = FakeUnitManager(), HangingGpus()
     units.define("vllm@named.service")
     setup.write("named", 'model = "org/m"\ngpus = [0]\n')
-    daemon = Daemon(
-        setup.config_dir, True, units, notifier=Notifier(str(systemd.path)), extra_plugins=[("wedged", gpus)], gpu_timeout=1.0
-    )
+    notifier = Notifier(str(systemd.path))
+    daemon = Daemon(setup.config_dir, True, units, notifier=notifier, extra_plugins=[("wedged", gpus)], gpu_timeout=1.0)
+    store = StateStore(setup.config_dir.parent / "state")
     try:
         running(daemon)
         await wait_until(
             "the reconcile to give up on it",
-            lambda: "did not list its devices within 1s" in StateStore(setup.config_dir.parent / "state").load("named").reason,
+            lambda: "did not list its devices within 1s" in store.load("named").reason,
         )
         assert ("start", "vllm@named.service") not in units.calls
     finally:
