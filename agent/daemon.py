@@ -26,6 +26,11 @@ from .config import Deployment
 from .configdir import Config, load_config
 from .errors import AgentError
 from .external import ExternalChecks
+from .gpu.failures import handle_fault, released, resume
+from .gpu.metrics import INTERVAL as GPU_INTERVAL
+from .gpu.metrics import GpuSampler
+from .gpu.quarantine import QuarantineStore
+from .gpu.watch import DeviceFault, GpuWatch
 from .gpu_listing import TIMEOUT as GPU_TIMEOUT
 from .gpu_listing import GpuLister
 from .history import History
@@ -55,6 +60,7 @@ class Daemon:
         notifier: Notifier | None = None,
         extra_plugins: Iterable[tuple[str, object]] = (),
         gpu_timeout: float = GPU_TIMEOUT,
+        gpu_interval: float = GPU_INTERVAL,
     ) -> None:
         self.config_dir = config_dir
         self.user = user
@@ -72,6 +78,11 @@ class Daemon:
         self.history = History(self.config.state_dir)
         self.watcher = Watcher(self.store, self.history, self.plugins, self.log)
         self.gpus = GpuLister(gpu_timeout)
+        # Device health: sampled in threads (agent/gpu/watch.py), faults acted on here in order.
+        quarantined = QuarantineStore(self.config.state_dir).uuids
+        self.sampler = GpuSampler(lambda: self.plugins.gpu_backends(), interval=gpu_interval, quarantined=quarantined)
+        self.gpu_faults: asyncio.Queue[DeviceFault] = asyncio.Queue()
+        self.gpu_watch = GpuWatch(self.sampler, self.gpu_faults.put_nowait, self.log)
         self.reload_requested = asyncio.Event()
         self.health_failures: Counter[str] = Counter()
         self._seen_checks: dict[str, float] = {}
@@ -94,6 +105,7 @@ class Daemon:
         watchdog = asyncio.create_task(self._feed_watchdog(), name="watchdog")
         watch = self.units.watch()  # listening before anything changes
         events: asyncio.Task[None] | None = None
+        faults: asyncio.Task[None] | None = None
         try:
             self.watcher.attach(await self.units.list_units())
             for name in self.config.deployments:
@@ -104,11 +116,14 @@ class Daemon:
             self.notifier.ready(await self._summary())
             self.log.info("daemon ready", socket=str(self.config.socket), deployments=len(self.config.deployments))
             events = asyncio.create_task(self._consume(watch), name="unit-events")
+            faults = asyncio.create_task(self._gpu_faults(), name="gpu-faults")
+            self.gpu_watch.start(self.plugins.gpu_backends())
             # Beside the loop: stopping a removed deployment can take its whole stop timeout.
             self._reconciling = asyncio.create_task(self._reconcile(), name="reconcile")
             await self._loop(stop, events)
         finally:
-            await cancel_all([events, self._reconciling])
+            await asyncio.to_thread(self.gpu_watch.stop)
+            await cancel_all([events, faults, self._reconciling])
             await self.external.stop()
             await watch.aclose()
             await api.close()
@@ -159,6 +174,7 @@ class Daemon:
         self._count_failed_checks(await asyncio.to_thread(self._health_files))
         await asyncio.to_thread(self.store.flush)  # what a full disk refused, once it takes it
         self.history.flush()  # the loop's own object; a no-op unless a write failed
+        await self._resume_released()
         self.notifier.status(await self._summary())
 
     async def _consume(self, watch) -> None:  # noqa: ANN001 - UnitWatch
@@ -166,11 +182,15 @@ class Daemon:
             self.watcher.handle(event)
 
     async def _reconcile(self) -> None:
+        await Reconciler(self.config, await self._listed_deployments(), self.log).reconcile()
+
+    async def _listed_deployments(self) -> Deployments:
+        """Deployments whose placement reads a GPU listing taken off the loop (a count or named
+        devices alike), so that no vendor library runs on the event loop."""
         plugins = self.plugins
-        if any(isinstance(d.gpus, int) and d.gpus > 0 for d in self.config.deployments.values()):
+        if any(d.gpus for d in self.config.deployments.values() if d.mode == "managed"):
             plugins = await self.gpus.listed(plugins)  # type: ignore[assignment]
-        deployments = Deployments(self.config, self.units, plugins)
-        await Reconciler(self.config, deployments, self.log).reconcile()
+        return Deployments(self.config, self.units, plugins)
 
     async def _reload(self) -> None:
         """Re-read the config (SIGHUP, `vllm-agent reload`); a broken file changes nothing."""
@@ -185,9 +205,31 @@ class Daemon:
         self.config = config
         self.plugins = make_plugin_manager(config.settings, extra=self._extra_plugins)
         self.watcher.plugins = self.plugins
+        await asyncio.to_thread(self.gpu_watch.stop)  # the new plugins' backends are watched now
+        self.gpu_watch.start(self.plugins.gpu_backends())
         self.log.info("config reloaded", deployments=len(config.deployments))
         await self.external.restart(config, self.plugins)
         await self._reconcile()
+
+    # GPU faults ----------------------------------------------------------------------------
+
+    async def _gpu_faults(self) -> None:
+        """One fault at a time, in the order the watches found them."""
+        while True:
+            fault = await self.gpu_faults.get()
+            try:
+                await handle_fault(fault, await self._listed_deployments(), self.plugins.emit, self.log)
+            except Exception:  # a bug or a refused write: the next fault must still be handled
+                self.log.exception("handling a GPU fault failed", gpu=fault.uuid, reason=fault.reason)
+
+    async def _resume_released(self) -> None:
+        """Start what a device fault stopped, once its device is released."""
+        deployments = self.deployments()
+        names = await asyncio.to_thread(released, deployments)
+        if names:
+            deployments = await self._listed_deployments()
+        for name in names:
+            await resume(name, deployments, self.log)
 
     # Health --------------------------------------------------------------------------------
 
@@ -270,7 +312,9 @@ class Daemon:
                 for name, d in managed.items()
             ]
 
-        return 200, "text/plain; version=0.0.4", render_metrics(await asyncio.to_thread(rows)).encode()
+        text = render_metrics(await asyncio.to_thread(rows))
+        text += await asyncio.to_thread(self.sampler.metrics, refresh=False)  # the health thread samples
+        return 200, "text/plain; version=0.0.4", text.encode()
 
     async def _reload_route(self) -> tuple[int, str, bytes]:
         self.reload_requested.set()

@@ -18,6 +18,7 @@ from structlog.typing import FilteringBoundLogger
 from .configdir import Config
 from .desired import RUNNING
 from .errors import AgentError
+from .gpu.quarantine import held_on
 from .lifecycle import Deployments
 from .names import NAME_RE, unit_name
 from .render import DROPIN_NAME, hash_of
@@ -46,6 +47,8 @@ class Reconciler:
         hashes: dict[str, str] = {}
         managed = [name for name, d in sorted(self.config.deployments.items()) if d.mode == "managed"]
         for name in managed:
+            if held_on(self.store.load(name)) is not None:
+                continue  # a device fault stopped it (on_gpu_failure): left as is until the device is released
             try:
                 # Rendering may ask GPU libraries and takes the config lock: off the event loop.
                 prepared = await asyncio.to_thread(self.deployments.prepare, name)

@@ -45,14 +45,15 @@ class GpuSampler:
         self.interval = interval
         self._clock = clock
         self._quarantined = quarantined
-        self._lock = threading.Lock()  # metrics() from the event loop, note_xids() from a thread
+        self._lock = threading.Lock()  # the Xid counts: note_xids() from a thread, metrics() from another
+        self._reading = threading.Lock()  # one library read at a time; never held by note_xids()
         self._sample: Sample | None = None
         self.xids: Counter[str] = Counter()  # UUID -> Xid events seen since the daemon started
         self.reads = 0  # how often the backends were really asked (the cache's evidence)
 
     def sample(self) -> Sample:
-        now = self._clock()
-        with self._lock:
+        with self._reading:  # a second caller waits for this read rather than reading again
+            now = self._clock()
             if self._sample is None or now - self._sample.taken >= self.interval:
                 self._sample = self._read(now)
             return self._sample
@@ -75,8 +76,10 @@ class GpuSampler:
         with self._lock:
             self.xids.update(event.uuid for event in events)
 
-    def metrics(self) -> str:
-        sample = self.sample()
+    def metrics(self, *, refresh: bool = True) -> str:
+        """The metrics text. ``refresh=False``: from the last sample, never asking a library (the
+        daemon's health thread keeps it fresh; a hung library must not hang a scrape)."""
+        sample = self.sample() if refresh else (self._sample or Sample(self._clock(), (), {}))
         with self._lock:
             xids = dict(self.xids)
         return render_gpu_metrics(sample, xids, set(self._quarantined()))

@@ -13,17 +13,21 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..config import Deployment
 from ..fsutil import write_atomic
 from ..log import get_logger
 from ..plugin_api import DeviceHealth
 
+if TYPE_CHECKING:
+    from ..state import DeploymentState
+
 FILE = "gpu-quarantine.json"
 # Xids an application causes (a bad kernel, an out-of-range access, a reset it asked for): the
 # engine's problem, not the device's. NVIDIA's k8s-device-plugin skips the same ones.
 APPLICATION_XIDS = frozenset({13, 31, 43, 45, 68, 109})
+PREFIX = "gpu-unhealthy: "  # the reason of a deployment a device fault touched: "gpu-unhealthy: UUID: why"
 
 Action = Literal["stop", "keep", "move"]
 
@@ -34,13 +38,32 @@ def device_fault(xid: int) -> bool:
 
 
 def new_problem(before: DeviceHealth | None, now: DeviceHealth) -> str | None:
-    """What makes a device sick since the last look: it was lost, or new uncorrectable ECC errors."""
+    """What makes a device sick since the last look: it was lost, new uncorrectable ECC errors,
+    or pages waiting to be retired or remapped (the memory went bad; only a reset repairs it)."""
     if now.error and (before is None or not before.error):
         return f"cannot be read: {now.error}"
     previous = (before.ecc_uncorrected_volatile or 0) if before is not None else 0
     if now.ecc_uncorrected_volatile and now.ecc_uncorrected_volatile > previous:
         return f"{now.ecc_uncorrected_volatile - previous} new uncorrectable ECC error(s)"
+    for flag, text in _PENDING:
+        if getattr(now, flag) and not (before is not None and getattr(before, flag)):
+            return text
     return None
+
+
+_PENDING = (
+    ("retired_pages_pending", "retired pages pending (needs a GPU reset)"),
+    ("remapped_rows_pending", "row remapping pending (needs a GPU reset)"),
+    ("remapping_failed", "row remapping failed (the GPU needs service)"),
+)
+
+
+def held_on(saved: DeploymentState) -> str | None:
+    """The device whose fault stopped this deployment (the daemon wrote the reason), or None.
+    Such a deployment stays down until that device is released or an operator starts it."""
+    if saved.phase != "failed" or not saved.reason.startswith(PREFIX):
+        return None
+    return saved.reason.removeprefix(PREFIX).split(": ", 1)[0] or None
 
 
 class QuarantineStore:
@@ -111,7 +134,7 @@ def decide_on_gpu_failure(
         deployment = deployments.get(name)
         if deployment is None or deployment.mode != "managed":
             continue
-        why = f"gpu-unhealthy: {uuid}: {reason}"
+        why = f"{PREFIX}{uuid}: {reason}"
         action: Action = deployment.on_gpu_failure
         if action == "move" and isinstance(deployment.gpus, list):
             action = "stop"
