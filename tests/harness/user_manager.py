@@ -229,7 +229,11 @@ class UserManager:
         try:
             if self._process.poll() is None:
                 try:
-                    self.stop_all()
+                    # Everything, also what came up at boot (enabled units after a reboot):
+                    # units still running when the manager exits are orphaned.
+                    running = [unit for unit in self.active_units() if not _is_infrastructure(unit)]
+                    if running:
+                        self.systemctl("stop", *running, check=False)
                     self.systemctl("exit", check=False, timeout=EXIT_TIMEOUT)
                     self._process.wait(timeout=EXIT_TIMEOUT)
                 except (subprocess.TimeoutExpired, UserManagerError):
@@ -237,6 +241,11 @@ class UserManager:
                     self._process.wait(timeout=EXIT_TIMEOUT)
         finally:
             LONG_LIVED_CHILDREN.discard(self.pid)
+            for pid in self._cgroup_pids():  # nothing of this manager may outlive it
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             shutil.rmtree(self.base_dir, ignore_errors=True)
             for cgroup in self.cgroups:
                 _remove_cgroup(cgroup)
