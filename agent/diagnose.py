@@ -15,7 +15,15 @@ class Diagnosis:
     permanent: bool
 
 
+# (pattern, reason, hint, permanent); "{line}" in a reason is the engine's line that matched.
 _KNOWN: list[tuple[re.Pattern[str], str, str, bool]] = [
+    (
+        # argparse: an unknown or malformed engine flag exits 2 at once, every time.
+        re.compile(r"error: (unrecognized arguments|argument --|the following arguments are required)"),
+        "the engine refused its command line: {line}",
+        "fix args (or [engine] command) in models.d/NAME.toml; 'vllm-agent render NAME' shows the command line",
+        True,
+    ),
     (
         re.compile(r"Errno 98\]|Address already in use"),
         "the engine's port is already in use",
@@ -56,7 +64,7 @@ def diagnose(lines: Sequence[str], returncode: int | None) -> Diagnosis:
     for line in reversed(lines):
         for pattern, reason, hint, permanent in _KNOWN:
             if pattern.search(line):
-                return Diagnosis(reason, hint, permanent)
+                return Diagnosis(reason.format(line=line.strip()[-200:]), hint, permanent)
     last = _last_error_line(lines)
     status = f"status {returncode}" if returncode is not None and returncode >= 0 else f"signal {-(returncode or 0)}"
     reason = f"the engine exited with {status}" + (f": {last}" if last else "")
