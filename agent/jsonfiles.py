@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import os
 import threading
 import time
@@ -73,6 +74,22 @@ def read_bytes(path: Path) -> tuple[bytes, os.stat_result] | None:
             return handle.read(), os.fstat(handle.fileno())
     except FileNotFoundError:
         return None
+
+
+def read_json_object(path: Path, trouble: Trouble) -> dict[str, Any]:
+    """A JSON object file; {} when it does not exist, and a damaged one is moved aside."""
+    found = read_bytes(path)
+    if found is None:
+        return {}
+    raw, read = found
+    try:
+        data = json.loads(raw.decode("utf-8"))
+        if not isinstance(data, dict):
+            raise Damaged(f"expected a JSON object, found {type(data).__name__}")
+    except (UnicodeDecodeError, ValueError) as err:  # Damaged and JSONDecodeError are ValueErrors
+        move_aside(path, read, str(err), trouble)
+        return {}
+    return data
 
 
 def move_aside(path: Path, read: os.stat_result, problem: str, trouble: Trouble) -> None:

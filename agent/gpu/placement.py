@@ -25,13 +25,14 @@ from ..configdir import Config
 from ..desired import RUNNING, DesiredStates
 from ..errors import GpuError
 from ..fsutil import write_atomic
+from ..jsonfiles import Trouble, read_json_object
 from ..lock import config_lock
-from ..log import get_logger
 from .backends import require_backend
 from .quarantine import QuarantineStore
 from .slots import Slot, resolve_all, slots_of, utilisation
 
 FILE = "placement.json"
+_TROUBLE = Trouble("placement")
 EPSILON = 1e-9  # 0.3 + 0.7 must still be at most 1
 
 
@@ -42,14 +43,7 @@ class PlacementRecords:
         self.path = state_dir / FILE
 
     def load(self) -> dict[str, dict[str, Any]]:
-        try:
-            data = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as err:
-            get_logger().warning("placement record unreadable; starting afresh", path=str(self.path), error=str(err))
-            return {}
-        return data if isinstance(data, dict) else {}
+        return read_json_object(self.path, _TROUBLE)
 
     def all(self) -> dict[str, list[Slot]]:
         return {name: [Slot.from_record(d) for d in entry.get("devices", [])] for name, entry in self.load().items()}

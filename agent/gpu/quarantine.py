@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..config import Deployment
 from ..fsutil import write_atomic
-from ..log import get_logger
+from ..jsonfiles import Trouble, read_json_object
 from ..plugin_api import DeviceHealth
 
 if TYPE_CHECKING:
     from ..state import DeploymentState
 
 FILE = "gpu-quarantine.json"
+_TROUBLE = Trouble("quarantine")
 # Xids an application causes (a bad kernel, an out-of-range access, a reset it asked for): the
 # engine's problem, not the device's. NVIDIA's k8s-device-plugin skips the same ones.
 APPLICATION_XIDS = frozenset({13, 31, 43, 45, 68, 109})
@@ -73,15 +74,9 @@ class QuarantineStore:
         self.path = state_dir / FILE
 
     def all(self) -> dict[str, dict[str, Any]]:
-        try:
-            data = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as err:
-            # Unreadable: refusing every device would stop all work; say so loudly instead.
-            get_logger().warning("GPU quarantine file unreadable; taking none", path=str(self.path), error=str(err))
-            return {}
-        return {str(uuid): dict(entry) for uuid, entry in data.items()} if isinstance(data, dict) else {}
+        # A damaged file is moved aside: refusing every device would stop all work.
+        data = read_json_object(self.path, _TROUBLE)
+        return {str(uuid): dict(entry) for uuid, entry in data.items() if isinstance(entry, dict)}
 
     def uuids(self) -> frozenset[str]:
         return frozenset(self.all())

@@ -105,3 +105,19 @@ def test_gpus_shows_the_quarantine_and_release_lifts_it(tmp_path: Path) -> None:
     assert done.stdout == f"released GPU 1 ({UUID1}): it takes new deployments again\n"
     assert QuarantineStore(state).uuids() == frozenset()
     assert "quarantined" not in run(conf, devices, "gpus").stdout
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe not utf-8", b'{"truncated": ', b"[1, 2]"])
+def test_damaged_quarantine_and_placement_files_are_moved_aside_and_rebuilt(tmp_path: Path, content: bytes) -> None:
+    from vllm_agent.gpu.placement import PlacementRecords
+
+    for store, path in (
+        (QuarantineStore(tmp_path), tmp_path / "gpu-quarantine.json"),
+        (PlacementRecords(tmp_path), tmp_path / "placement.json"),
+    ):
+        path.write_bytes(content)
+        assert (store.all() if isinstance(store, QuarantineStore) else store.load()) == {}
+        assert not path.exists()
+        (aside,) = tmp_path.glob(f"{path.name}.corrupt-*")
+        assert aside.read_bytes() == content  # kept for a person to look at
+        aside.unlink()
