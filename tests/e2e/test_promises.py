@@ -141,11 +141,12 @@ def test_the_daemon_starts_new_cleans_removed_and_leaves_failed_alone_with_one_r
 
 
 class ReloadWatch:
-    """Counts systemd's daemon-reloads from its Reloading signals (one at the start of each and
-    one at the end), watched with busctl; a reload of our own first proves it is listening."""
+    """Counts systemd's completed daemon-reloads from its Reloading signals (payload true when
+    one starts, false when it ends), watched with busctl. Reloads of our own first prove the
+    monitor is listening: `systemctl daemon-reload` returns once its reload ended."""
 
     def __init__(self, user_manager) -> None:  # noqa: ANN001
-        self.lines: list[str] = []
+        self.ends = 0
         self.process = subprocess.Popen(
             [
                 "busctl",
@@ -162,27 +163,38 @@ class ReloadWatch:
         )
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
-        deadline = time.monotonic() + 20
-        while not self.lines:  # reload until the monitor shows it: then it is listening
-            assert time.monotonic() < deadline, "busctl monitor saw no Reloading signal"
-            user_manager.daemon_reload()
-            time.sleep(0.2)
-        wait_for("the probe reload's end", lambda: len(self.lines) % 2 == 0)
-        self.baseline = len(self.lines)
+        try:
+            deadline = time.monotonic() + 30
+            while not self.ends:
+                assert time.monotonic() < deadline, "busctl monitor saw no end of a daemon-reload"
+                user_manager.daemon_reload()
+                time.sleep(0.3)  # busctl prints what it saw a moment after the reload returned
+            self.baseline = self.ends
+        except BaseException:
+            self.close()
+            raise
 
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
-            if '"Reloading"' in line:
-                self.lines.append(line)
+            try:
+                started = json.loads(line)["payload"]["data"][0]
+            except (ValueError, KeyError, IndexError, TypeError):
+                continue
+            if started is False:
+                self.ends += 1
 
     def count(self) -> int:
-        return (len(self.lines) - self.baseline) // 2
+        """Reloads completed since the watch began."""
+        return self.ends - self.baseline
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.reader.join(timeout=10)
 
     def __enter__(self) -> ReloadWatch:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-        self.reader.join(timeout=10)
+        self.close()
