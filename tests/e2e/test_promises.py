@@ -100,11 +100,13 @@ def test_a_site_plugins_unit_directives_reach_the_unit_and_make_it_stale(
         agent.log_dir,
         agent.state_dir,
     )
-    changed.ok("render", "policy")
-    changed.ok("start", "--no-wait", "policy")
-    wait_for(
-        "the restart applying it", lambda: user_manager.show("vllm@policy.service", "CPUWeight") == {"CPUWeight": "43"}
-    )
+    assert "CPUWeight=43" in changed.ok("render", "policy").stdout  # render writes nothing...
+    assert user_manager.show("vllm@policy.service", "CPUWeight") == {"CPUWeight": "42"}
+    before = user_manager.show("vllm@policy.service", "InvocationID")["InvocationID"]
+    changed.ok("start", "policy")  # ...start sees the running unit is stale and restarts it
+    after = user_manager.show("vllm@policy.service", "InvocationID", "ActiveState", "CPUWeight")
+    assert after["InvocationID"] != before
+    assert (after["ActiveState"], after["CPUWeight"]) == ("active", "43")
 
 
 def test_the_daemon_starts_new_cleans_removed_and_leaves_failed_alone_with_one_reload(
