@@ -5,7 +5,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness.agent_cli import AgentCli, agent_env, agent_toml, next_port_range, write_tiny_model_dir
+from harness.agent_cli import AgentCli, agent_env, agent_toml, write_tiny_model_dir
+from harness.ports import agent_ports
 
 
 @pytest.fixture
@@ -13,13 +14,12 @@ def agent(user_manager, tmp_path: Path) -> Iterator[AgentCli]:  # noqa: ANN001 -
     config_dir = tmp_path / "conf"
     state_dir, log_dir = tmp_path / "state", tmp_path / "logs"
     config_dir.mkdir()
-    low = next_port_range()
     (config_dir / "agent.toml").write_text(
         agent_toml(
             unit_dir=user_manager.unit_dir,
             state_dir=state_dir,
             log_dir=log_dir,
-            ports=(low, low + 39),
+            ports=agent_ports(),
             socket=tmp_path / "agent.sock",
         )
     )

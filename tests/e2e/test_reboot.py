@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 from harness import UserManager, user_manager_available
-from harness.agent_cli import AgentCli, agent_env, agent_toml, next_port_range, write_tiny_model_dir
+from harness.agent_cli import AgentCli, agent_env, agent_toml, write_tiny_model_dir
 from harness.ci import missing
+from harness.ports import agent_ports
 from harness.processes import wait_for
 
 NAMES = ("alpha", "bravo", "charlie")
@@ -33,13 +34,12 @@ def host(tmp_path: Path) -> Iterator[dict]:
 def _agent(manager: UserManager, tmp_path: Path) -> AgentCli:
     config_dir = tmp_path / "conf"
     config_dir.mkdir(exist_ok=True)
-    low = next_port_range()
     (config_dir / "agent.toml").write_text(
         agent_toml(
             unit_dir=manager.config_unit_dir,
             state_dir=tmp_path / "state",
             log_dir=tmp_path / "logs",
-            ports=(low, low + 39),
+            ports=agent_ports(),
             socket=tmp_path / "agent.sock",
         )
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import struct
@@ -15,12 +14,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]  # tests/harness/ -> repo
 FAKE_ENGINE = REPO / "tests" / "fakes" / "fake_vllm.py"
 AGENT = Path(sys.executable).parent / "vllm-agent"
-_port_ranges = itertools.count(21000, 40)
-
-
-def next_port_range() -> int:
-    """The low end of 40 ports of its own for each test: no port is reused in a run."""
-    return next(_port_ranges)
 
 
 def write_tiny_model_dir(path: Path) -> Path:

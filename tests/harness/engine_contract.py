@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 
 from .fake_engine import wait_until
+from .ports import PortLease
 from .processes import descendants
 
 SERVED = "tiny"
@@ -103,9 +104,12 @@ def _port_state(port: int) -> str:
     return "free"
 
 
-def start(argv: Sequence[str], port: int, *, env: dict[str, str] | None = None, timeout: float = 600) -> EngineRun:
+def start(
+    argv: Sequence[str], lease: PortLease, *, env: dict[str, str] | None = None, timeout: float = 600
+) -> EngineRun:
     """Start an engine and watch it load until ``/health`` answers 200; fail with its output if it
-    exits first. ``argv`` must make it serve ``tiny`` on 127.0.0.1:``port``."""
+    exits first. ``argv`` must make it serve ``tiny`` on 127.0.0.1:``lease.port``."""
+    port = lease.port
     proc = subprocess.Popen(
         list(argv),
         stdout=subprocess.PIPE,
@@ -114,6 +118,9 @@ def start(argv: Sequence[str], port: int, *, env: dict[str, str] | None = None, 
         env=env,
         start_new_session=True,
     )
+    # The lease goes only now, while the engine is still importing: the contract watches the port
+    # go from free to bound to listening, which a held lease would hide.
+    lease.release()
     run = EngineRun(proc=proc, port=port, started=time.monotonic())
 
     def read() -> None:

@@ -1,9 +1,9 @@
 """Run the fake vLLM engine (tests/fakes/fake_vllm.py) as a real process, and look at processes in /proc.
 
-One implementation for every test that needs the engine: ``Fake`` starts it on a free loopback
-port in its own process group, waits for it failing fast (with its output) when it died, and
-``cleanup()`` kills it together with its ``VLLM::EngineCore`` child. Fixtures built on it live in
-tests/unit/conftest.py.
+One implementation for every test that needs the engine: ``Fake`` starts it on a loopback port
+the kernel chose (see ports.py) in its own process group, waits for it failing fast (with its
+output) when it died, and ``cleanup()`` kills it together with its ``VLLM::EngineCore`` child.
+Fixtures built on it live in tests/unit/conftest.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,18 +20,13 @@ from typing import Any, TypeVar
 
 import httpx
 
+from .ports import PortLease
+
 SCRIPT = Path(__file__).resolve().parents[1] / "fakes" / "fake_vllm.py"
 ENGINE_NAME = "VLLM::EngineCore"  # argv[0] of the engine child, set at exec
 ENGINE_COMM = ENGINE_NAME[:15]  # /proc/PID/comm keeps 15 characters, set later by prctl
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (at the time of asking)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # -- processes, from /proc -----------------------------------------------------------------------
@@ -87,8 +81,8 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, step: floa
 
 
 class Fake:
-    """One fake engine process on a free loopback port, output in files (a pipe could be held
-    open by the EngineCore child after the server died). A context manager: ``cleanup()`` at exit."""
+    """One fake engine process on a loopback port leased from the kernel, output in files (a pipe
+    could be held open by the EngineCore child after the server died). A context manager: ``cleanup()`` at exit."""
 
     def __init__(
         self,
@@ -99,7 +93,9 @@ class Fake:
         port: int | None = None,
         argv0: list[str] | None = None,
     ):
-        self.port = port or free_port()
+        # The kernel's port, held until cleanup: the fake binds beside the lease (SO_REUSEADDR).
+        self._lease = PortLease() if port is None else None
+        self.port = port if port is not None else self._lease.port
         self.base = f"http://127.0.0.1:{self.port}"
         tag = f"{self.port}-{time.monotonic_ns()}"
         self.stdout_path = workdir / f"fake-{tag}.out"
@@ -222,6 +218,8 @@ class Fake:
         if pid is not None:
             # Orphaned, it is no child of ours: wait until it is gone (or a zombie of PID 1).
             wait_until(lambda: not alive(pid), 5, f"EngineCore {pid} to die")
+        if self._lease is not None:
+            self._lease.release()
 
 
 @contextlib.contextmanager

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 from harness import engine_contract as contract
-from harness.fake_engine import SCRIPT, free_port
+from harness.fake_engine import SCRIPT
+from harness.ports import PortLease
 
 
 def fake_argv(port: int) -> list[str]:
@@ -33,15 +34,16 @@ def fake_argv(port: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def run() -> Iterator[contract.EngineRun]:
-    port = free_port()
-    engine = contract.start(fake_argv(port), port, timeout=30)
+    lease = PortLease()
+    engine = contract.start(fake_argv(lease.port), lease, timeout=30)
     yield engine
     engine.close()
 
 
 @pytest.fixture
-def engine_argv() -> list[str]:
-    return fake_argv(free_port())
+def engine_argv() -> Iterator[list[str]]:
+    with PortLease() as lease:  # held: an engine that refuses its flags never binds
+        yield fake_argv(lease.port)
 
 
 @pytest.fixture

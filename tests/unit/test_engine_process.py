@@ -6,10 +6,20 @@ import asyncio
 import io
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from harness.fake_engine import SCRIPT, alive, free_port, wait_until
+import pytest
+from harness.fake_engine import SCRIPT, alive, wait_until
+from harness.ports import PortLease
 from vllm_agent.engine_process import MAX_LINE, EngineProcess
+
+
+@pytest.fixture
+def port() -> Iterator[int]:
+    """The kernel's port, held beside the fake's own bind until the test ends."""
+    with PortLease() as lease:
+        yield lease.port
 
 
 def python(code: str) -> list[str]:
@@ -59,9 +69,9 @@ async def test_a_line_over_a_mebibyte_is_cut_and_forwarded_and_the_pipe_drained(
     assert engine.tail[-1] == "after"
 
 
-async def test_stop_sigkills_an_engine_that_ignores_sigterm_after_its_timeout(tmp_path: Path) -> None:
+async def test_stop_sigkills_an_engine_that_ignores_sigterm_after_its_timeout(tmp_path: Path, port: int) -> None:
     pid_file = tmp_path / "core.pid"
-    argv = [sys.executable, str(SCRIPT), "--port", str(free_port()), "--fake-load-time", "60"]
+    argv = [sys.executable, str(SCRIPT), "--port", str(port), "--fake-load-time", "60"]
     argv += ["--fake-mode", "ignore-sigterm", "--fake-engine-pid-file", str(pid_file)]
     engine = EngineProcess(argv, output=io.BytesIO())
     await engine.start()
@@ -79,8 +89,8 @@ async def test_stop_sigkills_an_engine_that_ignores_sigterm_after_its_timeout(tm
         await engine.kill_leftovers()
 
 
-async def test_stop_of_a_cooperative_engine_returns_its_own_status(tmp_path: Path) -> None:
-    argv = [sys.executable, str(SCRIPT), "--port", str(free_port()), "--fake-load-time", "60"]
+async def test_stop_of_a_cooperative_engine_returns_its_own_status(tmp_path: Path, port: int) -> None:
+    argv = [sys.executable, str(SCRIPT), "--port", str(port), "--fake-load-time", "60"]
     engine = EngineProcess(argv, output=io.BytesIO())
     await engine.start()
     await poll(lambda: any("Starting to load model" in line for line in engine.tail), 10, "the engine to load")

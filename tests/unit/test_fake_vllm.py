@@ -19,7 +19,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from harness.fake_engine import ENGINE_COMM, SCRIPT, alive, comm, free_port, wait_until
+from harness.fake_engine import ENGINE_COMM, SCRIPT, alive, comm, wait_until
+from harness.ports import PortLease
 
 
 def load_module():
@@ -189,23 +190,24 @@ def test_refused_while_loading_then_ready_with_engine_core_child(start_fake):
 
 
 def test_unwritable_pid_file_fails_without_leaving_the_engine_core(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            "--model",
-            "m",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(free_port()),
-            "--fake-engine-pid-file",
-            str(tmp_path / "no" / "such"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=10,
-    )
+    with PortLease() as lease:
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(SCRIPT),
+                "--model",
+                "m",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(lease.port),
+                "--fake-engine-pid-file",
+                str(tmp_path / "no" / "such"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     assert result.returncode == 1
     assert "cannot write --fake-engine-pid-file" in result.stderr
     pid = (

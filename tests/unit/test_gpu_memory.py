@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 from harness.agent_cli import write_tiny_model_dir
-from harness.fake_engine import SCRIPT, free_port
+from harness.fake_engine import SCRIPT
+from harness.ports import agent_port
 from vllm_agent import hookimpl
 from vllm_agent.configdir import load_one
 from vllm_agent.engine import engine_argv
@@ -122,7 +123,7 @@ def write_config(tmp_path: Path, started: Path, extra: str = "") -> Path:
     )
     model = write_tiny_model_dir(tmp_path / "tiny")
     (conf / "models.d" / "m.toml").write_text(
-        f'model = "{model}"\nport = {free_port()}\ngpus = [0]\nargs = ["--fake-started-file", "{started}"]\n' + extra
+        f'model = "{model}"\nport = {agent_port()}\ngpus = [0]\nargs = ["--fake-started-file", "{started}"]\n' + extra
     )
     return conf
 

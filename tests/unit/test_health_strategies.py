@@ -12,7 +12,8 @@ from contextlib import aclosing
 
 import httpx
 import pytest
-from harness.fake_engine import Fake, free_port
+from harness.fake_engine import Fake
+from harness.ports import PortLease
 from vllm_agent.config import AgentSettings
 from vllm_agent.plugin_api import EngineTarget, HealthStrategy
 from vllm_agent.plugins import make_plugin_manager
@@ -63,8 +64,9 @@ async def test_a_closed_provider_reopens_its_client_when_used_again(start_fake_i
 
 
 async def test_http_fails_clearly_when_nothing_listens() -> None:
-    async with aclosing(HttpCheck()) as check:
-        result = await check.check(EngineTarget("t", f"http://127.0.0.1:{free_port()}", SERVED), 2.0)
+    with PortLease() as nothing:  # bound, never listening
+        async with aclosing(HttpCheck()) as check:
+            result = await check.check(EngineTarget("t", f"http://127.0.0.1:{nothing.port}", SERVED), 2.0)
     assert not result.ok
     assert result.detail == "connection refused"
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 from harness.agent_cli import write_tiny_model_dir
-from harness.fake_engine import SCRIPT, free_port
+from harness.fake_engine import SCRIPT
+from harness.ports import agent_port
 from vllm_agent import hookimpl
 from vllm_agent.commands import launch
 from vllm_agent.configdir import load_one
@@ -112,7 +113,7 @@ class Setup:
     def write(self, *engine_args: str, extra: str = "") -> None:
         args = [*engine_args, "--fake-started-file", str(self.started_file)]
         (self.config_dir / "models.d" / f"{NAME}.toml").write_text(
-            f'model = "{self.model}"\nport = {free_port()}\nargs = {json.dumps(args)}\n' + extra
+            f'model = "{self.model}"\nport = {agent_port()}\nargs = {json.dumps(args)}\n' + extra
         )
 
     def state(self) -> DeploymentState:

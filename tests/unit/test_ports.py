@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness.ports import agent_port, agent_ports
 from vllm_agent.errors import NoFreePort, PortUnavailable
 from vllm_agent.ports import (
     allocate_port,
@@ -38,12 +39,6 @@ def listen(opened: list[socket.socket], host: str = "127.0.0.1", port: int = 0, 
     sock.bind((host, port))
     sock.listen()
     return sock.getsockname()[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ipv6_loopback() -> bool:
@@ -127,12 +122,12 @@ def test_connections_left_in_time_wait_do_not_block_a_restart(sockets: list[sock
 
 
 def test_a_free_port_passes(sockets: list[socket.socket]) -> None:
-    check_port_free(free_port(), "127.0.0.1")
+    check_port_free(agent_port(), "127.0.0.1")
 
 
 def test_a_host_that_is_not_this_machine_is_reported() -> None:
     with pytest.raises(PortUnavailable) as caught:
-        check_port_free(free_port(), "192.0.2.10")
+        check_port_free(agent_port(), "192.0.2.10")
     assert "192.0.2.10 is not an address of this host" in caught.value.message
     assert "`host`" in caught.value.hint
 
@@ -145,7 +140,7 @@ def test_allocation_skips_held_ports_and_ports_of_other_deployments(sockets: lis
 
 
 def test_allocation_gives_the_lowest_free_port() -> None:
-    low = free_port()
+    low, _ = agent_ports(11)
     assert allocate_port((low, low + 10), taken=set()) == low
 
 

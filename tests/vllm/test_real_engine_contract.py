@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from harness import engine_contract as contract
-from harness.fake_engine import free_port
+from harness.ports import PortLease
 from harness.real_vllm import REPO, VLLM_PYTHON
 
 START = 600  # seconds a real start may take on a loaded 2-core machine
@@ -37,8 +37,8 @@ def vllm_argv(model: Path, port: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def run(tiny_model: Path) -> Iterator[contract.EngineRun]:
-    port = free_port()
-    engine = contract.start(vllm_argv(tiny_model, port), port, env=ENV, timeout=START)
+    lease = PortLease()
+    engine = contract.start(vllm_argv(tiny_model, lease.port), lease, env=ENV, timeout=START)
     yield engine
     engine.close()
 
@@ -55,8 +55,9 @@ def test_the_fakes_flag_list_is_the_installed_vllms(tiny_model: Path) -> None:
 
 
 @pytest.fixture
-def engine_argv(tiny_model: Path) -> list[str]:
-    return vllm_argv(tiny_model, free_port())
+def engine_argv(tiny_model: Path) -> Iterator[list[str]]:
+    with PortLease() as lease:  # held: an engine that refuses its flags never binds
+        yield vllm_argv(tiny_model, lease.port)
 
 
 @pytest.fixture
