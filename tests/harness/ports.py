@@ -12,16 +12,21 @@ could take it:
   process has bound (it could be an engine still loading), so a held lease would look taken.
   ``agent_ports`` gives blocks below the kernel's ephemeral range (ip_local_port_range), which
   the kernel never hands out by itself (bind 0, connect), each port checked unbound when handed
-  over and no block handed out twice in a run.
+  over and no block handed out twice while its claimant lives, across concurrent test runs too
+  (a claim file per block in ``CLAIMS``, holding the claimant's pid).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import socket
 from pathlib import Path
 
 _EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _LOWEST = 10000  # below: well-known and registered services a test must not collide with
+CLAIMS = Path("/tmp/vllm-agent-test-ports")
 _next_block_end: int | None = None
 
 
@@ -56,7 +61,7 @@ def agent_ports(count: int = 40) -> tuple[int, int]:
     while _next_block_end - count + 1 >= _LOWEST:
         low, high = _next_block_end - count + 1, _next_block_end
         _next_block_end = low - 1
-        if all(_unbound(port) for port in range(low, high + 1)):
+        if _claim(low, high) and all(_unbound(port) for port in range(low, high + 1)):
             return low, high
     raise RuntimeError(f"no block of {count} unbound ports left between {_LOWEST} and the ephemeral range")
 
@@ -64,6 +69,48 @@ def agent_ports(count: int = 40) -> tuple[int, int]:
 def agent_port() -> int:
     """One port for a deployment file (``port = N``) that the agent checks and the engine binds."""
     return agent_ports(1)[0]
+
+
+def _claim(low: int, high: int) -> bool:
+    """Own ``low..high`` unless a live process claimed an overlapping block (claims are per block
+    size, so overlap is checked by range, not by name)."""
+    CLAIMS.mkdir(mode=0o700, exist_ok=True)
+    with open(CLAIMS / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # claims of different sizes can overlap: check and take as one
+        return _claim_locked(low, high)
+
+
+def _claim_locked(low: int, high: int) -> bool:
+    for claim in CLAIMS.iterdir():
+        if claim.name.startswith("."):
+            continue
+        try:
+            their_low, their_high = map(int, claim.name.split("-"))
+            pid = int(claim.read_text() or "0")
+        except (OSError, ValueError):
+            continue
+        if their_low <= high and low <= their_high:
+            if pid == os.getpid() or _alive(pid):
+                return False
+            with contextlib.suppress(FileNotFoundError):
+                claim.unlink()  # its claimant is gone
+    try:
+        fd = os.open(CLAIMS / f"{low}-{high}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as out:
+        out.write(str(os.getpid()))
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _ephemeral_low() -> int:
