@@ -97,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print {'backends': [...], 'devices': [...], 'error': ...}")
     p.add_argument("--release", metavar="ID", help="lift the quarantine of a device (index or UUID)")
 
+    p = command(
+        "pull",
+        "download a deployment's model (or ORG/MODEL[@REVISION]) into the cache, with progress; resumable",
+    )
+    p.add_argument("target", metavar="NAME|ORG/MODEL[@REVISION]", help="a deployment name or a Hugging Face model id")
+    p.add_argument("--json", action="store_true", help="print a summary: revision, path, files, bytes, rate")
+
     p = command("render", "print the unit drop-in a deployment gets, without writing it")
     p.add_argument("name", help=NAME_HELP)
 
@@ -200,6 +207,11 @@ def run_command(args: argparse.Namespace, engine_args: list[str] | None, connect
 
         config = load_one(config_dir, args.name, user=user)
         return commands.render_cmd(config, _plugins(config), args.name)
+    if args.command == "pull":
+        from .pull import run_pull
+
+        config = _load(config_dir, user, name=args.target if "/" not in args.target else "")
+        return run_pull(config, _plugins(config), args.target, as_json=args.json)
     if args.command == "logs":
         from .configdir import load_one
         from .logs import show_logs

@@ -17,6 +17,7 @@ from .names import NAME_RE, is_path_model, model_id_problem
 from .paths import (  # noqa: F401 - re-exported: the paths belong with the settings they default
     ENV_CONFIG_DIR,
     SYSTEM_CONFIG_DIR,
+    default_cache_dir,
     default_config_dir,
     default_socket,
     default_state_dir,
@@ -101,6 +102,17 @@ def _refuse_control_characters(data: Any) -> Any:
     return data
 
 
+def _repo_pattern_problem(pattern: str) -> str | None:
+    """Why ``pattern`` cannot name files inside a repository, or None when it can."""
+    if not pattern.strip():
+        return "a pattern must not be empty"
+    if pattern.startswith("/") or "\\" in pattern:
+        return f"a pattern is a path inside the repository such as 'original/*', got {pattern!r}"
+    if ".." in pattern.split("/"):
+        return f"a pattern must not contain '..', got {pattern!r}"
+    return None
+
+
 class Strict(BaseModel):
     """Unknown keys are errors: a typo must never be silently ignored."""
 
@@ -125,7 +137,8 @@ class RestartSettings(Strict):
 class StartupSettings(Strict):
     # Whole budget for resolve + load + health + tests; systemd's own timeout is a backstop.
     timeout: PositiveSeconds = 1800.0
-    # How long the engine may stay silent while loading before the start is given up.
+    # How long a download may receive no bytes, or the engine stay silent while loading, before
+    # the start is given up.
     stall_timeout: PositiveSeconds = 300.0
     # How long a stopping engine gets after SIGTERM before it is SIGKILLed; the unit's
     # TimeoutStopSec is this plus 5 s, so the launcher can still record the stop.
@@ -158,6 +171,9 @@ class AgentSettings(Strict):
     credentials_dir: Path | None = None
     # The daemon's status API (HTTP over a Unix socket); default: the scope's runtime directory.
     socket: Path | None = None
+    # Downloaded models (huggingface_hub's cache layout); default /var/cache/vllm-agent/huggingface,
+    # or ~/.cache/vllm-agent/huggingface with --user.
+    cache_dir: Path | None = None
     engine: EngineSettings = Field(default_factory=EngineSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
@@ -173,7 +189,7 @@ class AgentSettings(Strict):
             raise ValueError(f"must be [low, high] with low <= high, got {list(value)}")
         return value
 
-    @field_validator("state_dir", "unit_dir", "log_dir", "credentials_dir", "socket")
+    @field_validator("state_dir", "unit_dir", "log_dir", "credentials_dir", "socket", "cache_dir")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_absolute():
@@ -230,6 +246,9 @@ class Deployment(Strict):
     max_model_len: Annotated[int, Field(ge=1)] | None = None
     args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
+    # Source "hf": files to download besides what the engine needs (fnmatch patterns such as
+    # "original/*" or "*.gguf").
+    include_files: list[str] = Field(default_factory=list)
     mode: Literal["managed", "monitored", "external"] = "managed"
     url: str | None = None
     engine: EngineSection = Field(default_factory=EngineSection)
@@ -289,6 +308,15 @@ class Deployment(Strict):
         return value
 
     _args = field_validator("args")(_no_secret_flags)
+
+    @field_validator("include_files")
+    @classmethod
+    def _include_files(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            problem = _repo_pattern_problem(pattern)
+            if problem:
+                raise ValueError(problem)
+        return value
 
     @field_validator("gpus")
     @classmethod

@@ -18,6 +18,7 @@ from .config import (
     AgentSettings,
     Deployment,
     default_socket,
+    default_cache_dir,
     default_state_dir,
     default_unit_dir,
 )
@@ -68,7 +69,7 @@ def load_config(path: Path, *, user: bool = False, problems: list[str] | None = 
     """
     lenient = problems is not None
     problems = problems if problems is not None else []
-    settings = load_settings(path, problems)
+    settings = load_settings(path, problems, user=user)
     deployments: dict[str, Deployment] = {}
     models_dir = path / MODELS_DIR
     if models_dir.is_dir():
@@ -88,7 +89,7 @@ def load_config(path: Path, *, user: bool = False, problems: list[str] | None = 
 def load_one(path: Path, name: str, *, user: bool = False) -> Config:
     """agent.toml and one deployment: a broken file elsewhere must not stop this one."""
     problems: list[str] = []
-    settings = load_settings(path, problems)
+    settings = load_settings(path, problems, user=user)
     file = path / MODELS_DIR / f"{name}.toml"
     deployments: dict[str, Deployment] = {}
     if file.is_file():
@@ -100,8 +101,10 @@ def load_one(path: Path, name: str, *, user: bool = False) -> Config:
     return Config(path=path, user=user, settings=settings, deployments=deployments)
 
 
-def load_settings(path: Path, problems: list[str]) -> AgentSettings:
+def load_settings(path: Path, problems: list[str], *, user: bool = False) -> AgentSettings:
     settings = _read_settings(path, problems)
+    if settings.cache_dir is None:  # the scope decides: /var/cache/... or ~/.cache/...
+        settings = settings.model_copy(update={"cache_dir": default_cache_dir(user)})
     if settings.credentials_dir is None:
         # As documented: CONFIG_DIR/credentials/{api_key,hf_token} reach the engine (LoadCredential=).
         default = Path(os.path.abspath(path)) / CREDENTIALS_DIR

@@ -78,6 +78,9 @@ class Launcher:
         self.log = for_deployment(deployment.name)
         self.url = local_url(deployment.host, deployment.port or 0)
         self.started = time.monotonic()
+        # startup.timeout covers loading, health and tests: it starts once the model is
+        # resolved, so a download (bounded by its own stall_timeout) may take as long as it takes.
+        self.loading_since = self.started
         self.engine: EngineProcess | None = None
         self._progress_at = time.monotonic()
         self._testing = False
@@ -136,6 +139,9 @@ class Launcher:
         resolved = await self._resolve(stopping)
         if resolved is None:
             return await self._stop()
+        self.loading_since = time.monotonic()
+        if resolved.revision:
+            self.store.update(name, revision=resolved.revision)
         argv = with_model(self.argv, str(resolved.path))
         if self.deployment.source_name != "local":
             argv = drop_revision(argv)
@@ -195,7 +201,13 @@ class Launcher:
             self.log.info("stopped while resolving the model", model=self.deployment.model)
             return None
         resolved = resolving.result()
-        self.log.info("model resolved", model=self.deployment.model, path=str(resolved.path), source=source.name)
+        self.log.info(
+            "model resolved",
+            model=self.deployment.model,
+            path=str(resolved.path),
+            source=source.name,
+            description=resolved.description,
+        )
         return resolved
 
     async def _check_gpu_memory(self, stopping: asyncio.Task[bool]) -> None:
@@ -255,7 +267,7 @@ class Launcher:
         """Poll /health until 200. False when asked to stop; LaunchFailure when it cannot be."""
         assert self.engine is not None
         startup = self.deployment.startup
-        deadline = self.started + startup.timeout
+        deadline = self.loading_since + startup.timeout
         last_status = 0.0
         async with httpx.AsyncClient(timeout=2.0) as client:
             while True:
@@ -288,7 +300,7 @@ class Launcher:
                 await asyncio.wait({exited, stopping}, timeout=POLL)
 
     async def _run_tests(self, target: EngineTarget, exited: asyncio.Task[int], stopping: asyncio.Task[bool]) -> bool:
-        remaining = self.started + self.deployment.startup.timeout - time.monotonic()
+        remaining = self.loading_since + self.deployment.startup.timeout - time.monotonic()
         context = TestContext(config_dir=self.config.path, deployment=self.deployment)
         tests = asyncio.create_task(
             run_post_start_tests(self.plugins, target, self.deployment, context, log=self.log, progress=self._status)
@@ -412,6 +424,10 @@ class Launcher:
 
     def _engine_env(self) -> dict[str, str]:
         env = dict(os.environ)
+        if "HF_HUB_OFFLINE" not in self.deployment.env:
+            # The model is resolved and local: the engine must not reach for the Hub itself
+            # (a second download, or a start that hangs on an unreachable Hub).
+            env["HF_HUB_OFFLINE"] = "1"
         api_key = _credential("api_key")
         if api_key:
             env["VLLM_API_KEY"] = api_key  # vLLM reads it; never on the command line

@@ -42,3 +42,12 @@ def default_state_dir(user: bool) -> Path:
         base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
         return Path(base) / "vllm-agent"
     return Path("/var/lib/vllm-agent")
+
+
+def default_cache_dir(user: bool) -> Path:
+    """Where the agent keeps downloaded models (huggingface_hub's cache layout): its own
+    directory, so the service user can own it, apart from anyone's ~/.cache/huggingface."""
+    if user:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(base) / "vllm-agent" / "huggingface"
+    return Path("/var/cache/vllm-agent/huggingface")

@@ -152,6 +152,7 @@ class GpuBackend(Protocol):
 class ResolvedModel:
     path: Path  # a local directory vLLM can load
     description: str  # what an operator should read, e.g. "org/name@rev from the HF cache"
+    revision: str = ""  # the commit it resolved to, where the source knows one (status --json)
 
 
 @runtime_checkable

@@ -39,6 +39,7 @@ class DeploymentState:
     failing_since: float = 0.0  # when the first of those starts began (epoch seconds)
     crash_loop: bool = False
     visible_devices: list[str] = field(default_factory=list)
+    revision: str = ""  # the commit the model source resolved to (hf: the snapshot's commit)
     tests: list[dict[str, Any]] = field(default_factory=list)
     health: list[dict[str, Any]] = field(default_factory=list)
 

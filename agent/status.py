@@ -36,6 +36,7 @@ class DeploymentStatus:
     sub_state: str = ""
     stale: bool = False
     desired: str = "running"  # what the operator asked for: running or stopped
+    revision: str = ""  # the commit the model resolved to at the last start, where known
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,6 +77,7 @@ def classify(
         sub_state=unit.sub_state,
         stale=bool(running and rendered_hash and saved.hash and saved.hash != rendered_hash),
         desired=desired,
+        revision=saved.revision,
     )
 
 
