@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import TextIO
 
-BAR = 24  # characters of the bar on a terminal
+BAR = 16  # characters of the bar on a terminal
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,9 @@ class Transfer:
     def text(self) -> str:
         unit, scale = _unit(self.total)
         parts = [f"downloading {self.done / scale:.1f}/{self.total / scale:.1f} {unit} at {rate_text(self.rate)}"]
-        parts.append(f"{self.files_done}/{self.files_total} files")
         if self.rate > 0 and self.done < self.total:
             parts.append(f"ETA {duration_text((self.total - self.done) / self.rate)}")
+        parts.append(f"{self.files_done}/{self.files_total} files")
         return ", ".join(parts)
 
     @property
@@ -101,7 +101,7 @@ class ProgressLine:
         line = f"[{now - self.started:5.1f}s] {text}"
         if self.tty:
             transfer = getattr(text, "transfer", None)
-            if transfer is not None:
+            if transfer is not None:  # the bar instead of the clock: the figures fit 80 columns
                 filled = int(transfer.fraction * BAR)
                 line = f"[{'#' * filled}{'.' * (BAR - filled)}] {transfer.fraction:4.0%} {text}"
             width = max(20, shutil.get_terminal_size().columns - 1)

@@ -114,7 +114,7 @@ async def test_progress_reports_bytes_rate_and_files_while_bytes_arrive(hub: Fak
     await source(hub, tmp_path / "cache").resolve(deployment(), lines.append)
     downloading = [line for line in lines if line.startswith("downloading ")]
     assert len(downloading) >= 2, lines
-    assert any(" MB at " in line and "/s" in line and "/7 files" in line for line in downloading), downloading
+    assert any(" MB at " in line and "/s, ETA " in line and "/7 files" in line for line in downloading), downloading
     done = [float(line.split()[1].split("/")[0]) for line in downloading]
     assert done == sorted(done) and done[-1] == pytest.approx(6.3, abs=0.1)  # MB, every file counted
 
