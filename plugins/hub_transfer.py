@@ -31,8 +31,9 @@ from .hub_cache import RemoteFile, RepoCache
 WORKERS = 8  # as huggingface_hub's snapshot_download
 # huggingface_hub reads a response in chunks of constants.DOWNLOAD_CHUNK_SIZE (10 MB) and only
 # then counts and writes them: at 100 KB/s that is 100 s without visible progress, long enough
-# to look stalled. 1 MB keeps progress (and a stop between chunks) prompt at no cost in speed.
-CHUNK_SIZE = 1024 * 1024
+# to look stalled. 256 KB keeps progress (and a stop between chunks) prompt on slow links, at
+# no cost in speed on fast ones (see bench/pull.py).
+CHUNK_SIZE = 256 * 1024
 RATE_WINDOW = 10.0  # seconds of history behind the reported rate
 
 

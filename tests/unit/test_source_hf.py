@@ -131,7 +131,7 @@ async def test_a_cancelled_download_leaves_nothing_that_passes_as_complete_and_r
     hub: FakeHub, tmp_path: Path
 ) -> None:
     cache = tmp_path / "cache"
-    hub.hold(SHARD, after=2 * MB + 100)  # two whole 1 MB chunks reach the disk, then silence
+    hub.hold(SHARD, after=2 * MB + 100)  # 2 MB of whole chunks reach the disk, then silence
     task = asyncio.create_task(source(hub, cache).resolve(deployment(), lambda text: None))
     assert await asyncio.to_thread(hub.holding.wait, 60)
     partial = next((cache / f"models--{REPO.replace('/', '--')}" / "blobs").glob("*.incomplete"), None)
