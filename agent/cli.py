@@ -181,6 +181,11 @@ async def _connect_systemd(user: bool) -> UnitManager:
 def run_command(args: argparse.Namespace, engine_args: list[str] | None, connect: Connect) -> int:
     user = bool(getattr(args, "user", False))
     config_dir = resolve_config_dir(getattr(args, "config_dir", None), user)
+    if args.command == "pull":  # before the systemd commands' imports: it needs none of them
+        from .pull import run_pull
+
+        config = _load(config_dir, user, name=args.target if "/" not in args.target else "")
+        return run_pull(config, _plugins(config), args.target, as_json=args.json)
     from . import commands
 
     if args.command == "validate":
@@ -207,11 +212,6 @@ def run_command(args: argparse.Namespace, engine_args: list[str] | None, connect
 
         config = load_one(config_dir, args.name, user=user)
         return commands.render_cmd(config, _plugins(config), args.name)
-    if args.command == "pull":
-        from .pull import run_pull
-
-        config = _load(config_dir, user, name=args.target if "/" not in args.target else "")
-        return run_pull(config, _plugins(config), args.target, as_json=args.json)
     if args.command == "logs":
         from .configdir import load_one
         from .logs import show_logs

@@ -12,13 +12,14 @@ stop or Ctrl-C is not held up by a transfer stuck in a socket read.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -64,6 +65,7 @@ class Download:
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[RemoteFile] = queue.SimpleQueue()
         self._running = 0
+        self._on_finished: Callable[[], None] = lambda: None
         self.total = sum(item.size for item in self.files)
         self.arrived = 0  # bytes received in this run
         self.done, self.files_done = 0, 0
@@ -77,13 +79,16 @@ class Download:
                 self.files_done += 1
         self._samples: deque[tuple[float, int]] = deque([(time.monotonic(), 0)])
 
-    def start(self) -> None:
+    def start(self, on_finished: Callable[[], None] = lambda: None) -> None:
+        """Start the workers; ``on_finished`` is called (from a worker thread) when all ended."""
         from huggingface_hub import constants
 
+        self._on_finished = on_finished
         constants.DOWNLOAD_CHUNK_SIZE = min(constants.DOWNLOAD_CHUNK_SIZE, CHUNK_SIZE)
         self._running = self.workers if not self._queue.empty() else 0
         if not self._running:
             self.finished.set()
+            on_finished()
         for index in range(self._running):
             threading.Thread(target=self._work, name=f"hub-download-{index}", daemon=True).start()
 
@@ -117,8 +122,11 @@ class Download:
         finally:
             with self._lock:
                 self._running -= 1
-                if self._running == 0:
-                    self.finished.set()
+                last = self._running == 0
+            if last:
+                self.finished.set()
+                with contextlib.suppress(RuntimeError):  # its event loop closed: nobody waits
+                    self._on_finished()
 
     def _fetch(self, item: RemoteFile) -> None:
         blob = self.cache.blob(item.etag)

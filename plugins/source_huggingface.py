@@ -16,6 +16,7 @@ credential hf_token) or ``credentials_dir/hf_token``; it is never in argv or log
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -139,11 +140,13 @@ class HuggingFaceSource:
         if download.finished.is_set() or download.files_done == len(files):
             return
         await asyncio.to_thread(self._check_space, download, label)
-        download.start()
+        loop, ended = asyncio.get_running_loop(), asyncio.Event()
+        download.start(lambda: loop.call_soon_threadsafe(ended.set))
         last_done, last_change, last_report = -1, time.monotonic(), 0.0
         try:
             while not download.finished.is_set():
-                await asyncio.sleep(POLL)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ended.wait(), POLL)  # the end is seen at once
                 now, transfer = time.monotonic(), download.sample()
                 if transfer.done != last_done:
                     last_done, last_change = transfer.done, now
