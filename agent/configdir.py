@@ -17,8 +17,8 @@ from .config import (
     MODELS_DIR,
     AgentSettings,
     Deployment,
-    default_socket,
     default_cache_dir,
+    default_socket,
     default_state_dir,
     default_unit_dir,
 )

@@ -81,7 +81,9 @@ def main() -> None:
                 for name in order:
                     where = base / f"{run}-{name.split()[0]}"
                     took = tools[name](hub, where)
-                    cached = sum(p.stat().st_size for p in (where / "cache").rglob("*") if p.is_file() and "blobs" in p.parts)
+                    cached = sum(
+                        p.stat().st_size for p in (where / "cache").rglob("*") if p.is_file() and "blobs" in p.parts
+                    )
                     assert cached >= size, f"{name} left {cached} of {size} bytes"
                     times[name].append(took)
                     print(f"run {run + 1} {name:<16} {took:6.2f} s  {size / took / 1e6:7.0f} MB/s")

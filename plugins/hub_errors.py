@@ -7,9 +7,7 @@ from pathlib import Path
 
 from vllm_agent.errors import AgentError, ModelNotFound, ModelSourceError
 
-NETWORK_HINT = (
-    "check the network or proxy (HTTPS_PROXY, HF_ENDPOINT); an interrupted download resumes where it stopped"
-)
+NETWORK_HINT = "check the network or proxy (HTTPS_PROXY, HF_ENDPOINT); an interrupted download resumes where it stopped"
 
 
 def token_hint(credentials: Path | None) -> str:
@@ -49,7 +47,9 @@ def translate(
         if status == 401:
             return ModelSourceError(f"{label}: the Hub refused the token (401)", hint=f"{tokens}; check it is valid")
         if status == 403:
-            return ModelSourceError(f"{label}: the Hub refused access (403)", hint=f"request access at {page}; {tokens}")
+            return ModelSourceError(
+                f"{label}: the Hub refused access (403)", hint=f"request access at {page}; {tokens}"
+            )
         return ModelSourceError(
             f"{label}: the Hub at {endpoint} answered {status or 'with an error'}: {first_line(err)}",
             hint="retry later; an interrupted download resumes where it stopped",
@@ -68,7 +68,9 @@ def translate(
     if isinstance(err, OSError):  # e.g. huggingface_hub's "Consistency check failed" on a short transfer
         return ModelSourceError(f"{label}: the download failed: {first_line(err)}", hint=NETWORK_HINT)
     if isinstance(err, ValueError):  # HFValidationError and bad arguments
-        return ModelSourceError(f"{label}: {first_line(err)}", hint="check `model` and `revision` in models.d/NAME.toml")
+        return ModelSourceError(
+            f"{label}: {first_line(err)}", hint="check `model` and `revision` in models.d/NAME.toml"
+        )
     return None
 
 

@@ -26,7 +26,7 @@ from vllm_agent import hookimpl
 from vllm_agent.errors import ModelNotFound, ModelSourceError
 from vllm_agent.paths import default_cache_dir
 from vllm_agent.plugin_api import AgentSettings, Deployment, ModelSource, Progress, ResolvedModel
-from vllm_agent.progress import TransferText, duration_text, size_text
+from vllm_agent.progress import Transfer, TransferText, duration_text, size_text
 
 from .hub_cache import RemoteFile, RepoCache, free_bytes
 from .hub_errors import NETWORK_HINT, token_hint, translate
@@ -77,7 +77,8 @@ class HuggingFaceSource:
             if self.offline:
                 raise ModelNotFound(
                     f"{label} is not complete in the cache {self.cache_dir} and HF_HUB_OFFLINE is set",
-                    hint=f"run 'vllm-agent pull {repo}' on a connected host and copy the cache, or unset HF_HUB_OFFLINE",
+                    hint=f"run 'vllm-agent pull {repo}' on a connected host and copy the cache, "
+                    "or unset HF_HUB_OFFLINE",
                 )
         try:
             token = self._token()
@@ -155,11 +156,7 @@ class HuggingFaceSource:
                         self.last_transfer = TransferText(transfer, f" ({label})")
                         progress(self.last_transfer)
                 elif now - last_change > stall:
-                    raise ModelSourceError(
-                        f"{label}: the download stalled: nothing received from {self.endpoint} for "
-                        f"{duration_text(now - last_change)} ({size_text(transfer.done)} of {size_text(transfer.total)})",
-                        hint=f"{NETWORK_HINT}; [startup] stall_timeout ({stall:g}s) sets how long to wait",
-                    )
+                    raise _stalled(label, self.endpoint, now - last_change, transfer, stall)
         finally:
             download.cancel.set()  # a no-op when it finished; else the workers stop between chunks
         if download.error is not None:
@@ -195,6 +192,14 @@ class HuggingFaceSource:
                 f"cannot read the Hugging Face token file {path}: {reason}",
                 hint=f"{token_hint(self.credentials_dir)}, readable by the user running vllm-agent",
             ) from None
+
+
+def _stalled(label: str, endpoint: str, silent: float, transfer: Transfer, stall: float) -> ModelSourceError:
+    return ModelSourceError(
+        f"{label}: the download stalled: nothing received from {endpoint} for {duration_text(silent)} "
+        f"({size_text(transfer.done)} of {size_text(transfer.total)})",
+        hint=f"{NETWORK_HINT}; [startup] stall_timeout ({stall:g}s) sets how long to wait",
+    )
 
 
 def _complete_commit(cache: RepoCache, revision: str, include: Sequence[str], offline: bool) -> str | None:

@@ -53,7 +53,8 @@ class FakeRepo:
     def blob_id(self, name: str) -> str:
         data = self.files[name]
         if self.is_lfs(name):  # git stores the pointer file
-            data = f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.sha256(name)}\nsize {len(data)}\n".encode()
+            pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.sha256(name)}\nsize {len(data)}\n"
+            data = pointer.encode()
         return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
     def sha256(self, name: str) -> str:
@@ -192,7 +193,11 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 if blobs:
                     sibling |= {"size": len(repo.files[name]), "blobId": repo.blob_id(name)}
                     if repo.is_lfs(name):
-                        sibling["lfs"] = {"size": len(repo.files[name]), "sha256": repo.sha256(name), "pointerSize": 134}
+                        sibling["lfs"] = {
+                            "size": len(repo.files[name]),
+                            "sha256": repo.sha256(name),
+                            "pointerSize": 134,
+                        }
                 siblings.append(sibling)
             self._json(
                 {
@@ -209,7 +214,12 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             )
 
         def _tree_entry(self, repo: FakeRepo, name: str) -> dict[str, object]:
-            entry: dict[str, object] = {"type": "file", "oid": repo.blob_id(name), "size": len(repo.files[name]), "path": name}
+            entry: dict[str, object] = {
+                "type": "file",
+                "oid": repo.blob_id(name),
+                "size": len(repo.files[name]),
+                "path": name,
+            }
             if repo.is_lfs(name):
                 entry["lfs"] = {"oid": repo.sha256(name), "size": len(repo.files[name]), "pointerSize": 134}
             return entry
@@ -305,7 +315,9 @@ def safetensors(size: int, seed: int = 0) -> bytes:
     return len(header).to_bytes(8, "little") + header + data
 
 
-def model_files(shards: int = 1, shard_bytes: int = 4096, *, extra: Mapping[str, bytes] | None = None) -> dict[str, bytes]:
+def model_files(
+    shards: int = 1, shard_bytes: int = 4096, *, extra: Mapping[str, bytes] | None = None
+) -> dict[str, bytes]:
     """A repository as vLLM models come: config, tokenizer, chat template, safetensors shards
     with their index, plus whatever ``extra`` adds (``*.bin`` twins, ``original/``...)."""
     files = {
