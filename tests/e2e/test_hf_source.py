@@ -37,7 +37,8 @@ def deploy_text(hub: FakeHub) -> str:
     return (
         f'model = "{REPO}"\nenv = {{ HF_ENDPOINT = "{hub.url}" }}\n'
         'args = ["--fake-load-time", "0.3"]\ntests = []\n'
-        f"[startup]\nstall_timeout = {STALL}\n"
+        # startup.timeout counts from the end of the download: 30 s is shorter than the download
+        f"[startup]\nstall_timeout = {STALL}\ntimeout = 30\n"
     )
 
 

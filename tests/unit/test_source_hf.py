@@ -191,6 +191,17 @@ async def test_pull_asks_the_hub_even_when_the_revision_is_cached(hub: FakeHub, 
     assert not fetched(hub.requests[asked:])  # nothing downloaded twice
 
 
+async def test_a_cache_filled_by_hf_download_is_served_without_the_hub(hub: FakeHub, tmp_path: Path) -> None:
+    from huggingface_hub import snapshot_download
+
+    cache = tmp_path / "cache"
+    await asyncio.to_thread(snapshot_download, REPO, cache_dir=cache, endpoint=hub.url, token=False)
+    hub.close()
+    resolved = await source(hub, cache).resolve(deployment(), lambda text: None)
+    assert resolved.revision == hub.repos[REPO].commit
+    assert resolved.description.endswith("from the cache; the Hub was not asked")
+
+
 async def test_an_unreachable_hub_without_the_model_cached_says_so(tmp_path: Path) -> None:
     with FakeHub() as gone:
         url = gone.url
