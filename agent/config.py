@@ -135,7 +135,8 @@ class RestartSettings(Strict):
 
 
 class StartupSettings(Strict):
-    # Whole budget for resolve + load + health + tests; systemd's own timeout is a backstop.
+    # Budget for load + health + tests, counted once the model is resolved (a download is bounded
+    # by stall_timeout instead); systemd's own timeout is a backstop.
     timeout: PositiveSeconds = 1800.0
     # How long a download may receive no bytes, or the engine stay silent while loading, before
     # the start is given up.
