@@ -14,6 +14,9 @@ class AgentError(Exception):
 
     code: ClassVar[str] = "agent.error"
     exit_code: ClassVar[int] = 1
+    # Found before the engine runs, most failures would meet a restart again (exit 78, no
+    # restart); a transient one (the network, a Hub outage) is worth systemd's next restart.
+    transient: ClassVar[bool] = False
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -65,6 +68,13 @@ class ModelNotFound(AgentError):
 
 class ModelSourceError(AgentError):
     code = "model.source_failed"
+
+
+class ModelSourceUnavailable(ModelSourceError):
+    """The network or the model's server failed; a restart retries (and resumes a download)."""
+
+    code = "model.source_unavailable"
+    transient = True
 
 
 class PortUnavailable(AgentError):

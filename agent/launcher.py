@@ -98,7 +98,7 @@ class Launcher:
         except LaunchFailure as failure:
             return await self._fail(failure.message, failure.hint or "", failure.permanent)
         except AgentError as err:  # model source, port, plugin: found before the engine runs
-            return await self._fail(err.message, err.hint or "", permanent=True)
+            return await self._fail(err.message, err.hint or "", permanent=not err.transient)
         except Exception as err:  # a bug here or in a plugin: a restart would meet it again
             self.log.exception("unexpected error", error=repr(err))
             return await self._fail(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
-from vllm_agent.errors import AgentError, ModelNotFound, ModelSourceError
+from vllm_agent.errors import AgentError, ModelNotFound, ModelSourceError, ModelSourceUnavailable
 
 NETWORK_HINT = "check the network or proxy (HTTPS_PROXY, HF_ENDPOINT); an interrupted download resumes where it stopped"
 
@@ -50,12 +50,14 @@ def translate(
             return ModelSourceError(
                 f"{label}: the Hub refused access (403)", hint=f"request access at {page}; {tokens}"
             )
-        return ModelSourceError(
+        return ModelSourceUnavailable(
             f"{label}: the Hub at {endpoint} answered {status or 'with an error'}: {first_line(err)}",
             hint="retry later; an interrupted download resumes where it stopped",
         )
     if isinstance(err, (httpx2.TransportError, hf.OfflineModeIsEnabled, ConnectionError, TimeoutError)):
-        return ModelSourceError(f"{label}: cannot reach the Hub at {endpoint}: {first_line(err)}", hint=NETWORK_HINT)
+        return ModelSourceUnavailable(
+            f"{label}: cannot reach the Hub at {endpoint}: {first_line(err)}", hint=NETWORK_HINT
+        )
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
         return ModelSourceError(
             f"{label}: no space left in {cache}", hint="free disk space there or set cache_dir in agent.toml"
@@ -66,7 +68,7 @@ def translate(
             hint="the service user must own cache_dir (agent.toml)",
         )
     if isinstance(err, OSError):  # e.g. huggingface_hub's "Consistency check failed" on a short transfer
-        return ModelSourceError(f"{label}: the download failed: {first_line(err)}", hint=NETWORK_HINT)
+        return ModelSourceUnavailable(f"{label}: the download failed: {first_line(err)}", hint=NETWORK_HINT)
     if isinstance(err, ValueError):  # HFValidationError and bad arguments
         return ModelSourceError(
             f"{label}: {first_line(err)}", hint="check `model` and `revision` in models.d/NAME.toml"

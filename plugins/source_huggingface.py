@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from vllm_agent import hookimpl
-from vllm_agent.errors import ModelNotFound, ModelSourceError
+from vllm_agent.errors import ModelNotFound, ModelSourceError, ModelSourceUnavailable
 from vllm_agent.paths import default_cache_dir
 from vllm_agent.plugin_api import AgentSettings, Deployment, ModelSource, Progress, ResolvedModel
 from vllm_agent.progress import Transfer, TransferText, duration_text, size_text
@@ -195,7 +195,7 @@ class HuggingFaceSource:
 
 
 def _stalled(label: str, endpoint: str, silent: float, transfer: Transfer, stall: float) -> ModelSourceError:
-    return ModelSourceError(
+    return ModelSourceUnavailable(
         f"{label}: the download stalled: nothing received from {endpoint} for {duration_text(silent)} "
         f"({size_text(transfer.done)} of {size_text(transfer.total)})",
         hint=f"{NETWORK_HINT}; [startup] stall_timeout ({stall:g}s) sets how long to wait",

@@ -79,6 +79,7 @@ class FakeHub:
         self.down = False  # refuse every request with a closed connection
         self._cuts: dict[str, int] = {}  # file -> bytes after which the connection is cut, once
         self._holds: dict[str, int] = {}  # file -> bytes after which sending stops until released
+        self._hold_once: set[str] = set()
         self.released = threading.Event()
         self.holding = threading.Event()  # set once a transfer stopped at its hold
         self._budget_lock = threading.Lock()
@@ -111,9 +112,12 @@ class FakeHub:
         """The next transfer of ``name`` ends after ``after`` bytes (a dropped connection)."""
         self._cuts[name] = after
 
-    def hold(self, name: str, after: int) -> None:
-        """Transfers of ``name`` stop sending after ``after`` bytes until ``released`` is set."""
+    def hold(self, name: str, after: int, *, once: bool = False) -> None:
+        """Transfers of ``name`` stop sending after ``after`` bytes until ``released`` is set;
+        ``once``: only the next transfer (a network that comes back for the retry)."""
         self._holds[name] = after
+        if once:
+            self._hold_once.add(name)
 
     def transfers(self, name: str) -> list[Seen]:
         return [seen for seen in self.requests if seen.method == "GET" and seen.path.endswith(f"/{name}")]
@@ -257,7 +261,7 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
 
         def _send(self, name: str, data: bytes, start: int) -> None:
             cut = hub._cuts.pop(name, None)
-            hold = hub._holds.get(name)
+            hold = hub._holds.pop(name, None) if name in hub._hold_once else hub._holds.get(name)
             sent = start
             try:
                 if cut is None and hold is None and not hub.rate:  # as fast as the socket takes it
