@@ -158,6 +158,9 @@ class AgentSettings(Strict):
     credentials_dir: Path | None = None
     # The daemon's status API (HTTP over a Unix socket); default: the scope's runtime directory.
     socket: Path | None = None
+    # Where the `cache` source looks for plain model directories (an NFS share): a model
+    # org/name is DIR/org/name, else DIR/name, in the order listed.
+    model_dirs: list[Path] = Field(default_factory=list)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
@@ -181,6 +184,13 @@ class AgentSettings(Strict):
         if value is not None and ".." in value.parts:
             # systemd ignores a LoadCredential= or StandardOutput= path that is not normalised.
             raise ValueError(f"must be a normalised path without '..', got {str(value)!r}")
+        return value
+
+    @field_validator("model_dirs")
+    @classmethod
+    def _absolute_dirs(cls, value: list[Path]) -> list[Path]:
+        for item in value:
+            cls._absolute(item)
         return value
 
 

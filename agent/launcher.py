@@ -24,7 +24,7 @@ from .configdir import Config
 from .credentials import read_credential
 from .desired import RUNNING, DesiredStates
 from .diagnose import diagnose
-from .engine import drop_revision, with_model
+from .engine import drop_revision, engine_env, with_model
 from .engine_process import EngineProcess
 from .errors import AgentError
 from .gpu.backends import require_backend
@@ -411,7 +411,7 @@ class Launcher:
         )
 
     def _engine_env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = engine_env(os.environ, self.deployment)
         api_key = _credential("api_key")
         if api_key:
             env["VLLM_API_KEY"] = api_key  # vLLM reads it; never on the command line
