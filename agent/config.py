@@ -158,14 +158,14 @@ class AgentSettings(Strict):
     credentials_dir: Path | None = None
     # The daemon's status API (HTTP over a Unix socket); default: the scope's runtime directory.
     socket: Path | None = None
-    # Where the `cache` source looks for plain model directories (an NFS share): a model
-    # org/name is DIR/org/name, else DIR/name, in the order listed.
-    model_dirs: list[Path] = Field(default_factory=list)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     restart: RestartSettings = Field(default_factory=RestartSettings)
     startup: StartupSettings = Field(default_factory=StartupSettings)
+    # Where the `cache` source looks for plain model directories (an NFS share): a model
+    # org/name is DIR/org/name, else DIR/name, in the order listed.
+    model_dirs: list[Path] = Field(default_factory=list)
 
     _control = model_validator(mode="before")(_refuse_control_characters)
 

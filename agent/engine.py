@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from .config import AgentSettings, Deployment
 from .errors import AgentError
@@ -34,19 +34,6 @@ def engine_argv(deployment: Deployment, settings: AgentSettings, *, model: str |
     if deployment.max_model_len is not None:
         argv += ["--max-model-len", str(deployment.max_model_len)]
     return argv + list(deployment.args)
-
-
-# Sources that hand the engine a complete local directory: it must never reach for the Hub
-# itself (a tokenizer or config lookup would hang or fail on an airgapped host).
-OFFLINE_SOURCES = frozenset({"local", "cache"})
-
-
-def engine_env(base: Mapping[str, str], deployment: Deployment) -> dict[str, str]:
-    """The engine's environment: ``base``, plus HF_HUB_OFFLINE=1 for a local-only source."""
-    env = dict(base)
-    if deployment.source_name in OFFLINE_SOURCES:
-        env["HF_HUB_OFFLINE"] = "1"
-    return env
 
 
 def with_model(argv: Sequence[str], model: str) -> list[str]:

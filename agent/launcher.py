@@ -24,7 +24,7 @@ from .configdir import Config
 from .credentials import read_credential
 from .desired import RUNNING, DesiredStates
 from .diagnose import diagnose
-from .engine import drop_revision, engine_env, with_model
+from .engine import drop_revision, with_model
 from .engine_process import EngineProcess
 from .errors import AgentError
 from .gpu.backends import require_backend
@@ -411,7 +411,11 @@ class Launcher:
         )
 
     def _engine_env(self) -> dict[str, str]:
-        env = engine_env(os.environ, self.deployment)
+        env = dict(os.environ)
+        if "HF_HUB_OFFLINE" not in self.deployment.env:
+            # The model is resolved and local: the engine must not reach for the Hub itself
+            # (a second download, or a start that hangs on an unreachable Hub).
+            env["HF_HUB_OFFLINE"] = "1"
         api_key = _credential("api_key")
         if api_key:
             env["VLLM_API_KEY"] = api_key  # vLLM reads it; never on the command line

@@ -18,7 +18,6 @@ import pytest
 from harness.ci import missing
 from harness.model_files import hf_cache_model, lfs_pointer, model_files, write_dir
 from vllm_agent.config import AgentSettings, Deployment
-from vllm_agent.engine import engine_env
 from vllm_agent.errors import ModelNotFound, ModelSourceError
 from vllm_agent_plugins.source_cache import CacheModelSource
 from vllm_agent_plugins.verify_hashes import HashCache
@@ -125,14 +124,6 @@ def test_settings_add_model_dirs_and_huggingface_hubs_own_cache_rules(tmp_path: 
     assert source.cache.file == tmp_path / "state" / "verify-cache.json"
     explicit = CacheModelSource.from_settings(settings, {"HF_HUB_CACHE": str(tmp_path / "c"), "HF_HOME": "/x"})
     assert explicit.hub_dirs == [tmp_path / "c"]
-
-
-def test_the_engine_is_kept_offline_for_local_only_sources() -> None:
-    base = {"PATH": "/usr/bin"}
-    assert engine_env(base, deployment())["HF_HUB_OFFLINE"] == "1"
-    assert engine_env(base, Deployment(name="t", model="/srv/models/tiny"))["HF_HUB_OFFLINE"] == "1"
-    assert "HF_HUB_OFFLINE" not in engine_env(base, Deployment(name="t", model="acme/tiny", source="hf"))
-    assert base == {"PATH": "/usr/bin"}
 
 
 # No network -------------------------------------------------------------------------------------
