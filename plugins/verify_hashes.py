@@ -33,6 +33,9 @@ CACHE_FILE = "verify-cache.json"
 CHUNK = 1 << 20  # large reads: hashing, not syscalls, should be the cost
 PROGRESS_EVERY = 2.0  # seconds between progress lines while hashing
 SHA256, GIT_SHA1 = "sha256", "git-sha1"
+# A small file's blob is named by its ETag: the Hub sends the git blob sha1, some mirrors the
+# plain sha1 of the content. Either passes; anything else is a damaged file.
+DIGESTS = {SHA256: ("sha256",), GIT_SHA1: ("git-sha1", "sha1")}
 _DIGEST = {SHA256: re.compile(r"[0-9a-f]{64}"), GIT_SHA1: re.compile(r"[0-9a-f]{40}")}
 _SUMS_LINE = re.compile(r"([0-9A-Fa-f]{64}) [ *](.+)")
 
@@ -124,12 +127,13 @@ class HashCache:
         # Without a configured state_dir, the scope's default: root runs the system scope.
         return cls((state_dir or default_state_dir(os.geteuid() != 0)) / CACHE_FILE)
 
-    def lookup(self, real: Path, stat: os.stat_result, algorithm: str) -> str | None:
+    def lookup(self, real: Path, stat: os.stat_result, algorithm: str) -> tuple[str, ...] | None:
+        """The file's digests for ``algorithm`` (DIGESTS), when its size and mtime are unchanged."""
         entry = self._loaded()["files"].get(str(real))
         if not isinstance(entry, dict) or entry.get("size") != stat.st_size or entry.get("mtime_ns") != stat.st_mtime_ns:
             return None
-        digest = entry.get(algorithm)
-        return digest if isinstance(digest, str) else None
+        digests = tuple(entry.get(key) for key in DIGESTS[algorithm])
+        return digests if all(isinstance(digest, str) for digest in digests) else None
 
     def store(self, real: Path, stat: os.stat_result, digests: dict[str, str]) -> None:
         with self._lock:
@@ -210,7 +214,7 @@ def check_checksums(
     """Compare every expected digest with the file's; raise ModelSourceError on the first mismatch
     (in name order), naming the file, the expected and the actual digest."""
     expected = list(expected)
-    actual: dict[tuple[Path, str], str] = {}
+    actual: dict[tuple[Path, str], tuple[str, ...]] = {}
     todo: dict[Path, tuple[os.stat_result, set[str]]] = {}
     for item in expected:
         real = Path(os.path.realpath(item.file))
@@ -228,8 +232,8 @@ def check_checksums(
         stat, algorithms = todo[real]
         digests = _hash_file(real, stat.st_size, algorithms, read, meter)
         cache.store(real, stat, digests)
-        for algorithm, digest in digests.items():
-            actual[(real, algorithm)] = digest
+        for algorithm in algorithms:
+            actual[(real, algorithm)] = tuple(digests[key] for key in DIGESTS[algorithm])
 
     if todo:
         count = max(1, min(len(todo), workers or len(os.sched_getaffinity(0))))
@@ -240,10 +244,10 @@ def check_checksums(
     cache.save()
     for item in expected:
         got = actual[(Path(os.path.realpath(item.file)), item.algorithm)]
-        if got != item.digest:
+        if item.digest not in got:
             label = "sha256" if item.algorithm == SHA256 else "git blob sha1"
             raise ModelSourceError(
-                f"{item.name}: {label} mismatch: expected {item.digest} ({item.origin}), actual {got}",
+                f"{item.name}: {label} mismatch: expected {item.digest} ({item.origin}), actual {got[0]}",
                 hint="the file is damaged or was replaced: copy or download it again",
             )
     return HashOutcome(len(expected), len(todo), cached, meter.total)
@@ -254,7 +258,8 @@ def _hash_file(real: Path, size: int, algorithms: set[str], read: Opener, meter:
     if SHA256 in algorithms:
         hashers[SHA256] = hashlib.sha256()
     if GIT_SHA1 in algorithms:
-        hashers[GIT_SHA1] = hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False)
+        hashers["git-sha1"] = hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False)
+        hashers["sha1"] = hashlib.sha1(usedforsecurity=False)
     buffer = bytearray(CHUNK)
     view = memoryview(buffer)
     with read(real) as stream:
@@ -266,7 +271,7 @@ def _hash_file(real: Path, size: int, algorithms: set[str], read: Opener, meter:
                 hasher.update(view[:count])
             meter.add(count)
     meter.file_done()
-    return {algorithm: hasher.hexdigest() for algorithm, hasher in hashers.items()}
+    return {key: hasher.hexdigest() for key, hasher in hashers.items()}
 
 
 class _Meter:

@@ -3,6 +3,7 @@ a verified directory is not read again on the next start."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -140,7 +141,7 @@ def test_sha256sums_are_all_checked_and_a_mismatch_names_file_expected_and_actua
     data = bytearray(shard.read_bytes())
     data[-1] ^= 0xFF  # same size, same header: only the checksum can tell
     shard.write_bytes(bytes(data))
-    actual = __import__("hashlib").sha256(bytes(data)).hexdigest()
+    actual = hashlib.sha256(bytes(data)).hexdigest()
     with pytest.raises(ModelSourceError) as caught:
         verify_model_dir(model, cache=cache)
     assert caught.value.message == (
@@ -185,6 +186,19 @@ def test_a_small_file_that_differs_from_its_git_blob_name_is_caught(tmp_path: Pa
     blob = Path(os.path.realpath(snapshot / "config.json"))
     blob.write_text(json.dumps({"model_type": "mistral"}))
     with pytest.raises(ModelSourceError, match=r"^config.json: git blob sha1 mismatch: expected "):
+        verify_model_dir(snapshot)
+
+
+def test_a_small_file_named_by_its_plain_sha1_passes_as_some_mirrors_name_it(tmp_path: Path) -> None:
+    snapshot = hf_cache_model(tmp_path / "hub", "acme/tiny", model_files())
+    blob = Path(os.path.realpath(snapshot / "config.json"))
+    renamed = blob.with_name(hashlib.sha1(blob.read_bytes()).hexdigest())
+    blob.rename(renamed)
+    (snapshot / "config.json").unlink()
+    (snapshot / "config.json").symlink_to(Path("../../blobs") / renamed.name)
+    assert verify_model_dir(snapshot).checksums == 4
+    renamed.write_text(json.dumps({"model_type": "mistral"}))
+    with pytest.raises(ModelSourceError, match=r"^config.json: git blob sha1 mismatch"):
         verify_model_dir(snapshot)
 
 
