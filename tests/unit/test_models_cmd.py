@@ -43,7 +43,9 @@ class Host:
     def models(self) -> dict[str, dict]:
         done = self.run("models", "--json")
         assert done.returncode == 0, done.stderr
-        return {row["path"]: row for row in json.loads(done.stdout)["models"]}
+        # Only this test's directories: the scope's default caches may hold other models.
+        rows = json.loads(done.stdout)["models"]
+        return {row["path"]: row for row in rows if Path(row["path"]).is_relative_to(self.root)}
 
 
 @pytest.fixture
