@@ -148,11 +148,9 @@ class HashCache:
         return self._loaded()["dirs"].get(str(model_dir)) == fingerprint(model_dir)
 
     def record(self, model_dir: Path, ok: bool) -> None:
-        dirs = self._loaded()["dirs"]
-        if ok:
-            dirs[str(model_dir)] = fingerprint(model_dir)
-        else:
-            dirs.pop(str(model_dir), None)
+        # A failure is recorded too (never a fingerprint), so that merging with an older save
+        # cannot bring back a pass.
+        self._loaded()["dirs"][str(model_dir)] = fingerprint(model_dir) if ok else "failed"
 
     def save(self) -> None:
         """Merge with what another process saved meanwhile, drop files that are gone, write atomically."""

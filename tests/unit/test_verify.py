@@ -243,6 +243,7 @@ def test_a_cached_verify_trusts_an_unchanged_file_and_force_or_a_new_mtime_catch
     # ... --force reads it again ...
     with pytest.raises(ModelSourceError, match="model-00001-of-00002.safetensors: sha256 mismatch"):
         verify_model_dir(model, cache=HashCache(cache.file), force=True)
+    assert not HashCache(cache.file).verified(model)  # the failure is on record, not the earlier pass
     # ... and so does any change of mtime (a copy, an edit, a restore).
     os.utime(shard)
     with pytest.raises(ModelSourceError, match="model-00001-of-00002.safetensors: sha256 mismatch"):
