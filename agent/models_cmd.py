@@ -24,8 +24,10 @@ def local_models(config: Config, plugins: Plugins) -> list[LocalModel]:
 def models(config: Config, plugins: Plugins, *, as_json: bool) -> int:
     rows = local_models(config, plugins)
     if as_json:
-        out = [dataclasses.asdict(row) | {"path": str(row.path), "refs": list(row.refs), "used_by": list(row.used_by)}
-               for row in rows]
+        out = [
+            dataclasses.asdict(row) | {"path": str(row.path), "refs": list(row.refs), "used_by": list(row.used_by)}
+            for row in rows
+        ]
         json.dump({"models": out}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
@@ -37,12 +39,9 @@ def models(config: Config, plugins: Plugins, *, as_json: bool) -> int:
         revision = ",".join(row.refs) or (row.revision or "-")[:12]
         if row.refs and row.revision:
             revision += f" ({row.revision[:12]})"
-        table.append(
-            (row.source, row.id, revision, human_size(row.size), "yes" if row.verified else "no",
-             ",".join(row.used_by) or "-", str(row.path))
-        )
+        verified, users = "yes" if row.verified else "no", ",".join(row.used_by) or "-"
+        table.append((row.source, row.id, revision, human_size(row.size), verified, users, str(row.path)))
     widths = [max(len(line[column]) for line in table) for column in range(len(table[0]) - 1)]
     for line in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)) + "  " + line[-1])
     return 0
-

@@ -33,7 +33,9 @@ def verify(config: Config, plugins: Plugins, name: str, progress: Progress, *, a
     if as_json:
         _print({"ok": True, **head, **dataclasses.asdict(result), "path": str(result.path)})
     else:
-        fresh = f"; {result.hashed} hashed now, {result.cached} unchanged since the last verify" if result.checksums else ""
+        fresh = ""
+        if result.checksums:
+            fresh = f"; {result.hashed} hashed now, {result.cached} unchanged since the last verify"
         print(f"ok: {name}: {result.path} ({result.summary}{fresh})")
     return 0
 

@@ -65,7 +65,7 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     figure on a shared machine."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    done = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(argv, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -108,7 +108,8 @@ def main() -> int:
                 for tool, argv in pair if round_ % 2 == 0 else reversed(pair):
                     results.setdefault((pin_name, tool), []).append(timed(["taskset", "-c", pin, *argv], env))
         when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        print(f"{when}; {len(files)} files, {total / 2**30:.2f} GiB; rounds {args.rounds}; load per round: {' | '.join(load)}")
+        print(f"{when}; {len(files)} files, {total / 2**30:.2f} GiB; rounds {args.rounds}; ", end="")
+        print(f"load per round: {' | '.join(load)}")
         print()
         print(
             "| cores | sha256sum wall s | verify wall s | verify / sha256sum (wall) "

@@ -73,9 +73,7 @@ class CacheModelSource:
         if configured:
             hub_dirs += [Path(configured), Path(configured) / "hub"]
         hub_dirs.append(hf_default_cache(environ))
-        return cls(
-            hub_dirs=hub_dirs, model_dirs=settings.model_dirs, cache=HashCache.for_state_dir(settings.state_dir)
-        )
+        return cls(hub_dirs=hub_dirs, model_dirs=settings.model_dirs, cache=HashCache.for_state_dir(settings.state_dir))
 
     def find(self, model: str, revision: str | None = None) -> Found:
         """Where ``model`` at ``revision`` is on this host; ModelNotFound listing every place looked."""

@@ -130,7 +130,7 @@ class HashCache:
     def lookup(self, real: Path, stat: os.stat_result, algorithm: str) -> tuple[str, ...] | None:
         """The file's digests for ``algorithm`` (DIGESTS), when its size and mtime are unchanged."""
         entry = self._loaded()["files"].get(str(real))
-        if not isinstance(entry, dict) or entry.get("size") != stat.st_size or entry.get("mtime_ns") != stat.st_mtime_ns:
+        if not _unchanged(entry, stat):
             return None
         digests = tuple(entry.get(key) for key in DIGESTS[algorithm])
         return digests if all(isinstance(digest, str) for digest in digests) else None
@@ -139,7 +139,7 @@ class HashCache:
         with self._lock:
             files = self._loaded()["files"]
             entry = files.get(str(real))
-            if not isinstance(entry, dict) or entry.get("size") != stat.st_size or entry.get("mtime_ns") != stat.st_mtime_ns:
+            if not _unchanged(entry, stat):
                 entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
             files[str(real)] = entry | digests
 
@@ -171,6 +171,10 @@ class HashCache:
         if self._data is None:
             self._data = _read_cache(self.file) if self.file else {"files": {}, "dirs": {}}
         return self._data
+
+
+def _unchanged(entry: Any, stat: os.stat_result) -> bool:
+    return isinstance(entry, dict) and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns
 
 
 def _read_cache(file: Path) -> dict[str, dict[str, Any]]:
@@ -307,4 +311,3 @@ class _Meter:
             f"verifying checksums: {human_size(self.done)}/{human_size(self.total)}, "
             f"{self.files_done}/{self.files} files at {human_size(rate)}/s"
         )
-

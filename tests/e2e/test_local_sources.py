@@ -64,7 +64,9 @@ def test_a_cache_deployment_serves_from_model_dirs(agent: AgentCli, tmp_path: Pa
     assert model_arg(argv) == str(model) and env["HF_HUB_OFFLINE"] == "1"
 
 
-def test_a_local_deployment_gets_the_absolute_path_and_stays_offline(agent: AgentCli, model_dir: Path, tmp_path: Path) -> None:
+def test_a_local_deployment_gets_the_absolute_path_and_stays_offline(
+    agent: AgentCli, model_dir: Path, tmp_path: Path
+) -> None:
     started = tmp_path / "started"
     agent.write_deployment("loc", deployment(str(model_dir), started))
     agent.ok("start", "loc", timeout=180)

@@ -156,13 +156,11 @@ def test_resolution_succeeds_with_no_network_and_never_connects(tmp_path: Path) 
     snapshot = hf_cache_model(hub, "acme/tiny", model_files(shards=2))
     settings = {"state_dir": str(tmp_path / "state"), "model_dirs": [str(tmp_path / "share")]}
     env = {**os.environ, "HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "0", "HTTPS_PROXY": "http://10.255.255.1:9"}
-    probe = subprocess.run(["unshare", "-n", "python3", "-c", "import socket; socket.create_connection(('1.1.1.1', 53), 2)"],
-                           capture_output=True, text=True, timeout=60)
+    connect = "import socket; socket.create_connection(('1.1.1.1', 53), 2)"
+    probe = subprocess.run(["unshare", "-n", "python3", "-c", connect], capture_output=True, text=True, timeout=60)
     assert probe.returncode != 0 and "Network is unreachable" in probe.stderr  # the namespace really has no network
-    done = subprocess.run(
-        ["unshare", "-n", sys.executable, "-c", AIRGAPPED, json.dumps(settings)],
-        capture_output=True, text=True, timeout=120, env=env,
-    )
+    argv = ["unshare", "-n", sys.executable, "-c", AIRGAPPED, json.dumps(settings)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.splitlines()[-1])
     assert result == {"path": str(snapshot), "events": []}

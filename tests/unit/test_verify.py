@@ -227,7 +227,8 @@ def test_a_second_verify_reads_no_weight_bytes(tmp_path: Path, cache: HashCache)
     again = check_checksums(expected_checksums(model), HashCache(cache.file), opener=opener)
     assert (again.hashed, again.cached, opener.read) == (0, 7, 0)
     forced = check_checksums(expected_checksums(model), HashCache(cache.file), opener=opener, force=True)
-    assert forced.hashed == 7 and opener.read == sum(f.stat().st_size for f in model.iterdir() if f.name != "SHA256SUMS")
+    everything = sum(file.stat().st_size for file in model.iterdir() if file.name != "SHA256SUMS")
+    assert forced.hashed == 7 and opener.read == everything
 
 
 def test_a_cached_verify_trusts_an_unchanged_file_and_force_or_a_new_mtime_catches_it(
