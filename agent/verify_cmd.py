@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from .configdir import Config
 from .errors import AgentError, PluginError
@@ -24,7 +27,7 @@ def verify(config: Config, plugins: Plugins, name: str, progress: Progress, *, a
     source = _verifier(plugins, deployment.source_name)
     head = {"deployment": name, "model": deployment.model, "source": deployment.source_name}
     try:
-        result: VerifiedModel = asyncio.run(source.verify(deployment, progress, force=force))
+        result = _run(source.verify(deployment, progress, force=force))
     except AgentError as err:
         if not as_json:
             raise
@@ -38,6 +41,18 @@ def verify(config: Config, plugins: Plugins, name: str, progress: Progress, *, a
             fresh = f"; {result.hashed} hashed now, {result.cached} unchanged since the last verify"
         print(f"ok: {name}: {result.path} ({result.summary}{fresh})")
     return 0
+
+
+def _run(work: Coroutine[Any, Any, VerifiedModel]) -> VerifiedModel:
+    """Not asyncio.run(): on Ctrl-C it would wait for the hashing threads to read every byte.
+    Nothing is half-written at that point (the hash cache is saved whole, after hashing)."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(work)
+    except KeyboardInterrupt:
+        sys.stderr.write("\ninterrupted\n")
+        sys.stderr.flush()
+        os._exit(130)
 
 
 def _verifier(plugins: Plugins, source_name: str) -> VerifyingSource:
