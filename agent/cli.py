@@ -112,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("-n", "--lines", type=int, default=100)
 
+    p = command("verify", "check a deployment's model on this host now: files, headers, checksums (no download)")
+    p.add_argument("name", help=NAME_HELP)
+    p.add_argument("--force", action="store_true", help="hash every file again, even those unchanged since")
+    p.add_argument("--json", action="store_true", help="print {'ok': bool, 'path', 'checksums', 'error', ...}")
+
+    p = command("models", "what each source can serve from this host: id, revision, size, verified, users")
+    p.add_argument("--json", action="store_true", help="print {'models': [...]}")
+
     p = command("test", "run a deployment's post-start tests again against the running engine")
     p.add_argument("name", help=NAME_HELP)
     p.add_argument("--json", action="store_true", help="print {'ok': bool, 'tests': [...]}")
@@ -207,6 +215,21 @@ def run_command(args: argparse.Namespace, engine_args: list[str] | None, connect
         if args.release is not None:
             return release(plugins.gpu_backends(), config.state_dir, args.release)
         return gpus(plugins.gpu_backends(), as_json=args.json, blocked=plugins.blocked(), state_dir=config.state_dir)
+    if args.command == "verify":
+        from .progress import ProgressLine
+        from .verify_cmd import verify
+
+        config = _load(config_dir, user, args.name)
+        progress = ProgressLine(sys.stderr)
+        try:
+            return verify(config, _plugins(config), args.name, progress, as_json=args.json, force=args.force)
+        finally:
+            progress.clear()
+    if args.command == "models":
+        from .models_cmd import models
+
+        config = _load(config_dir, user, name="")
+        return models(config, _plugins(config), as_json=args.json)
     if args.command == "render":
         from .configdir import load_one
 

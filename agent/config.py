@@ -180,6 +180,9 @@ class AgentSettings(Strict):
     health: HealthSettings = Field(default_factory=HealthSettings)
     restart: RestartSettings = Field(default_factory=RestartSettings)
     startup: StartupSettings = Field(default_factory=StartupSettings)
+    # Where the `cache` source looks for plain model directories (an NFS share): a model
+    # org/name is DIR/org/name, else DIR/name, in the order listed.
+    model_dirs: list[Path] = Field(default_factory=list)
 
     _control = model_validator(mode="before")(_refuse_control_characters)
 
@@ -198,6 +201,13 @@ class AgentSettings(Strict):
         if value is not None and ".." in value.parts:
             # systemd ignores a LoadCredential= or StandardOutput= path that is not normalised.
             raise ValueError(f"must be a normalised path without '..', got {str(value)!r}")
+        return value
+
+    @field_validator("model_dirs")
+    @classmethod
+    def _absolute_dirs(cls, value: list[Path]) -> list[Path]:
+        for item in value:
+            cls._absolute(item)
         return value
 
 

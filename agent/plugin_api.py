@@ -168,6 +168,53 @@ class ModelSource(Protocol):
 
 
 @dataclass(frozen=True)
+class VerifiedModel:
+    """What a verification of a local model directory found (every check passed)."""
+
+    path: Path
+    summary: str  # e.g. "4 weight files, 1.0 GB, 9 checksums ok"
+    weight_files: int
+    size: int  # bytes of weights
+    checksums: int  # files whose checksum was compared
+    hashed: int  # of those, files read now
+    cached: int  # of those, files the hash cache answered for (unchanged size and mtime)
+
+
+@runtime_checkable
+class VerifyingSource(Protocol):
+    """A source that can check a deployment's local copy on demand (``vllm-agent verify``),
+    without downloading anything."""
+
+    name: str
+
+    async def verify(self, deployment: Deployment, progress: Progress, *, force: bool = False) -> VerifiedModel: ...
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A model a source can serve from this host without a download (``vllm-agent models``)."""
+
+    source: str
+    id: str  # "org/name", or the directory for a plain model directory
+    revision: str | None  # the commit; None for a plain directory
+    refs: tuple[str, ...]  # branch or tag names pointing at it ("main")
+    path: Path
+    size: int  # bytes, following symlinks
+    verified: bool  # the last verify passed and no file changed since
+    used_by: tuple[str, ...] = ()  # deployments that resolve to it
+
+
+@runtime_checkable
+class LocalCatalog(Protocol):
+    """A source that can list what it serves locally; cheap: no hashing, no network.
+    ``deployments`` are the configured ones: a source may list what they name (``local``)."""
+
+    name: str
+
+    def local_models(self, deployments: Sequence[Deployment]) -> Sequence[LocalModel]: ...
+
+
+@dataclass(frozen=True)
 class EngineTarget:
     """How a health check or test reaches a running engine."""
 
@@ -256,6 +303,8 @@ __all__ = [
     "GpuProcess",
     "GpuSnapshot",
     "HealthStrategy",
+    "LocalCatalog",
+    "LocalModel",
     "MigInstance",
     "ModelSource",
     "Progress",
@@ -265,6 +314,8 @@ __all__ = [
     "TestRunner",
     "TestSpec",
     "UnitDirectives",
+    "VerifiedModel",
+    "VerifyingSource",
     "XidEvent",
     "XidWatch",
 ]

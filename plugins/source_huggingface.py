@@ -33,6 +33,7 @@ from .hub_errors import NETWORK_HINT, token_hint, translate
 from .hub_files import select_files
 from .hub_transfer import Download
 from .source_local import check_model_dir, tokenizer_given
+from .verify_hashes import HashCache
 
 TRUE_VALUES = {"1", "ON", "YES", "TRUE"}  # what huggingface_hub accepts for HF_HUB_OFFLINE
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -48,6 +49,8 @@ class HuggingFaceSource:
         settings = settings or AgentSettings()
         self.cache_dir = settings.cache_dir or default_cache_dir(os.geteuid() != 0)
         self.credentials_dir = settings.credentials_dir
+        # Digests kept across starts: a restart does not hash a 100 GB snapshot again.
+        self.hashes = HashCache.for_state_dir(settings.state_dir)
         self.last_transfer: TransferText | None = None  # the last progress a download reported
 
     @property
@@ -107,6 +110,8 @@ class HuggingFaceSource:
             tokenizer_elsewhere=tokenizer_given(deployment.args),
             hint=f"the snapshot of {label} in {self.cache_dir} is incomplete or damaged: "
             f"run 'vllm-agent pull {deployment.model}' to fetch it again",
+            cache=self.hashes,
+            progress=progress,
         )
         progress(f"{label} ready (commit {commit[:12]}) from {origin}")
         return ResolvedModel(path=path, description=f"{label} (commit {commit[:12]}) from {origin}", revision=commit)

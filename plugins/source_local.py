@@ -1,175 +1,94 @@
 """Model source ``local``: a model directory already on this host (airgapped use).
 
-Before a unit starts, the directory is checked the way vLLM will read it, so an operator learns
-"config.json is missing" now rather than from a Python traceback minutes into a start. The checks
-are cheap: file names, small JSON files and the first bytes of each safetensors file; no torch.
+Before a unit starts, the directory is verified the way vLLM will read it (plugins/verify.py),
+so an operator learns "config.json is missing" or "a Git LFS pointer" now rather than from a
+Python traceback minutes into a start.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vllm_agent import hookimpl
-from vllm_agent.errors import ModelNotFound, ModelSourceError
-from vllm_agent.plugin_api import AgentSettings, Deployment, ModelSource, Progress, ResolvedModel
+from vllm_agent.plugin_api import (
+    AgentSettings,
+    Deployment,
+    LocalModel,
+    ModelSource,
+    Progress,
+    ResolvedModel,
+    VerifiedModel,
+)
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
-WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-NOT_WEIGHTS = {"training_args.bin", "optimizer.bin", "scheduler.bin"}
-MAX_HEADER = 100 * 1024 * 1024  # safetensors itself refuses larger headers
+from .verify import check_safetensors, verify_model_dir  # noqa: F401 - check_safetensors: public API
+from .verify_hashes import HashCache
 
 
 class LocalModelSource:
-    """Resolves an absolute path to a model directory, after checking it is loadable."""
+    """Resolves an absolute path to a model directory, after verifying it."""
 
     name = "local"
+
+    def __init__(self, cache: HashCache | None = None) -> None:
+        self.cache = cache or HashCache(None)
 
     async def resolve(self, deployment: Deployment, progress: Progress) -> ResolvedModel:
         path = Path(deployment.model)
         progress(f"checking model directory {path}")
-        summary = await asyncio.to_thread(check_model_dir, path, tokenizer_elsewhere=tokenizer_given(deployment.args))
-        return ResolvedModel(path=path, description=f"local directory {path} ({summary})")
+        verified = await self.verify(deployment, progress)
+        return ResolvedModel(path=path, description=f"local directory {path} ({verified.summary})")
+
+    async def verify(self, deployment: Deployment, progress: Progress, *, force: bool = False) -> VerifiedModel:
+        return await asyncio.to_thread(
+            verify_model_dir,
+            Path(deployment.model),
+            tokenizer_elsewhere=tokenizer_given(deployment.args),
+            cache=self.cache,
+            progress=progress,
+            force=force,
+        )
+
+    def local_models(self, deployments: Sequence[Deployment]) -> list[LocalModel]:
+        """The directories that local deployments name (this source has no catalogue of its own)."""
+        used: dict[Path, list[str]] = {}
+        for deployment in deployments:
+            if deployment.source_name == self.name:
+                used.setdefault(Path(deployment.model), []).append(deployment.name)
+        return [
+            LocalModel(
+                source=self.name,
+                id=str(path),
+                revision=None,
+                refs=(),
+                path=path,
+                size=tree_size(path),
+                verified=self.cache.verified(path),
+                used_by=tuple(sorted(names)),
+            )
+            for path, names in sorted(used.items())
+            if path.is_dir()
+        ]
 
 
-def check_model_dir(path: Path, *, tokenizer_elsewhere: bool = False, hint: str | None = None) -> str:
-    """Check that ``path`` holds a model vLLM can load; return a short summary of its weights.
+def check_model_dir(
+    path: Path,
+    *,
+    tokenizer_elsewhere: bool = False,
+    hint: str | None = None,
+    cache: HashCache | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> str:
+    """Verify ``path`` (see plugins/verify.py); return a short summary of its weights.
 
     Raises ModelNotFound for a missing thing and ModelSourceError for a corrupt one, each naming
-    the file. ``hint`` replaces the default advice on where the files should come from.
+    the file. ``hint`` replaces the default advice on where the files should come from. Pass the
+    agent's ``cache`` (HashCache.for_state_dir) so checksums are not computed again next start.
     """
-    fix = hint or (
-        "copy the complete model directory (config, weights, tokenizer) to this host, "
-        "or correct `model` in models.d/NAME.toml"
-    )
-    if not path.exists():
-        raise ModelNotFound(f"model directory {path} does not exist", hint=fix)
-    if not path.is_dir():
-        raise ModelNotFound(
-            f"model path {path} is not a directory", hint="`model` must name the directory that holds config.json"
-        )
-    try:
-        names = {entry.name for entry in path.iterdir()}
-    except PermissionError:
-        raise ModelSourceError(
-            f"cannot read model directory {path}: permission denied",
-            hint="the service user must be able to read it: chmod -R a+rX, or change its owner or group",
-        ) from None
-    _check_config(path / "config.json", fix)
-    summary = _check_weights(path, names, fix)
-    if not tokenizer_elsewhere and not names.intersection(TOKENIZER_FILES):
-        raise ModelNotFound(
-            f"model directory {path} has no tokenizer: none of {', '.join(TOKENIZER_FILES)}",
-            hint=f"{fix}; or pass --tokenizer in args",
-        )
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        if name in names:
-            _load_json(path / name)
-    return summary
-
-
-def _check_config(config: Path, fix: str) -> None:
-    if not config.is_file():
-        raise ModelNotFound(f"{config} is missing: vLLM reads the architecture from it", hint=fix)
-    data = _load_json(config)
-    if not isinstance(data, dict) or not (data.get("model_type") or data.get("architectures")):
-        raise ModelSourceError(
-            f"{config} has neither 'model_type' nor 'architectures': it is not a transformers model config",
-            hint="use the config.json that came with the model",
-        )
-
-
-def _check_weights(path: Path, names: set[str], fix: str) -> str:
-    for index_name in WEIGHT_INDEXES:
-        if index_name in names:
-            shards = _index_shards(path / index_name)
-            missing = sorted(shard for shard in shards if not (path / shard).is_file())
-            if missing:
-                shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-                raise ModelNotFound(
-                    f"{path / index_name} lists {len(shards)} weight shards, {len(missing)} missing: {shown}",
-                    hint=f"{fix} (an interrupted copy or download?)",
-                )
-    weights = sorted(name for name in names if name.endswith(WEIGHT_SUFFIXES) and name not in NOT_WEIGHTS)
-    weights = [name for name in weights if (path / name).is_file()]
-    if not weights:
-        raise ModelNotFound(
-            f"model directory {path} has no weights: no *.safetensors, *.bin or *.gguf file",
-            hint=fix,
-        )
-    size = 0
-    for name in weights:
-        if name.endswith(".safetensors"):
-            check_safetensors(path / name)
-        size += (path / name).stat().st_size
-    return f"{len(weights)} weight file{'s' if len(weights) != 1 else ''}, {_human(size)}"
-
-
-def _index_shards(index: Path) -> set[str]:
-    data = _load_json(index)
-    weight_map = data.get("weight_map") if isinstance(data, dict) else None
-    if not isinstance(weight_map, dict) or not weight_map:
-        raise ModelSourceError(f"{index} has no 'weight_map'", hint="use the index file that came with the model")
-    return {str(shard) for shard in weight_map.values()}
-
-
-def check_safetensors(file: Path) -> None:
-    """Check the header of a safetensors file: 8-byte length, JSON, offsets within the file.
-
-    A truncated copy keeps its header but loses the end of the data, so the largest declared
-    offset no longer fits: that is what this catches, without reading the tensors.
-    """
-    size = file.stat().st_size
-    corrupt = f"{file} is corrupt or truncated"
-    hint = "copy or download this file again and compare its size with the source"
-    with file.open("rb") as stream:
-        head = stream.read(8)
-        if len(head) < 8:
-            raise ModelSourceError(f"{corrupt}: {size} bytes, too short for a safetensors header", hint=hint)
-        (length,) = struct.unpack("<Q", head)
-        if length > MAX_HEADER or 8 + length > size:
-            raise ModelSourceError(f"{corrupt}: header length {length} does not fit in {size} bytes", hint=hint)
-        raw = stream.read(length)
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelSourceError(f"{corrupt}: its header is not valid JSON ({err})", hint=hint) from None
-    if not isinstance(header, dict):
-        raise ModelSourceError(f"{corrupt}: its header is not a JSON object", hint=hint)
-    data_size = size - 8 - length
-    end = 0
-    for tensor, info in header.items():
-        if tensor == "__metadata__":
-            continue
-        offsets = info.get("data_offsets") if isinstance(info, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
-            raise ModelSourceError(f"{corrupt}: tensor {tensor!r} has no valid data_offsets", hint=hint)
-        if offsets[0] > offsets[1]:
-            raise ModelSourceError(f"{corrupt}: tensor {tensor!r} ends before it starts", hint=hint)
-        end = max(end, offsets[1])
-    if end > data_size:
-        raise ModelSourceError(
-            f"{corrupt}: its header declares {end} bytes of tensor data but the file holds {data_size}",
-            hint=hint,
-        )
-
-
-def _load_json(file: Path) -> object:
-    try:
-        with file.open("rb") as stream:
-            return json.load(stream)
-    except PermissionError:
-        raise ModelSourceError(
-            f"cannot read {file}: permission denied", hint="the service user must be able to read the model files"
-        ) from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelSourceError(
-            f"{file} is not valid JSON ({err})", hint="copy this file again; it may be truncated or damaged"
-        ) from None
+    return verify_model_dir(
+        path, tokenizer_elsewhere=tokenizer_elsewhere, hint=hint, cache=cache, progress=progress
+    ).summary
 
 
 def tokenizer_given(args: Sequence[str]) -> bool:
@@ -177,14 +96,18 @@ def tokenizer_given(args: Sequence[str]) -> bool:
     return any(arg == "--tokenizer" or arg.startswith("--tokenizer=") for arg in args)
 
 
-def _human(size: float) -> str:
-    for unit in ("B", "KB", "MB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GB"
+def tree_size(path: Path) -> int:
+    """Bytes of every file below ``path``, through symlinks (an HF snapshot links into blobs/)."""
+    total = 0
+    for file in path.rglob("*"):
+        try:
+            if file.is_file():
+                total += file.stat().st_size
+        except OSError:
+            continue
+    return total
 
 
 @hookimpl
 def agent_model_sources(settings: AgentSettings) -> Sequence[ModelSource]:
-    return [LocalModelSource()]
+    return [LocalModelSource(HashCache.for_state_dir(settings.state_dir))]

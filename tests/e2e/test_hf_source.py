@@ -43,7 +43,12 @@ def deploy_text(hub: FakeHub) -> str:
 
 
 def engine_pid(main_pid: int) -> int:
-    children = [pid for pid in descendants(main_pid) if "fake_vllm" in _cmdline(pid)]
+    # The API server, not its EngineCore child (whose command line names fake_vllm.py too).
+    children = [
+        pid
+        for pid in descendants(main_pid)
+        if "fake_vllm" in _cmdline(pid) and not _cmdline(pid).startswith("VLLM::EngineCore")
+    ]
     return children[0] if children else 0
 
 

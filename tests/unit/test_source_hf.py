@@ -38,7 +38,8 @@ def hub() -> Iterator[FakeHub]:
 def source(hub: FakeHub | None, cache: Path, **environ: str) -> HuggingFaceSource:
     env = {"HF_ENDPOINT": hub.url} if hub else {}
     return HuggingFaceSource(
-        AgentSettings(cache_dir=cache, credentials_dir=cache.parent / "credentials"), environ=env | environ
+        AgentSettings(cache_dir=cache, credentials_dir=cache.parent / "credentials", state_dir=cache.parent / "state"),
+        environ=env | environ,
     )
 
 
@@ -205,7 +206,9 @@ async def test_a_cache_filled_by_hf_download_is_served_without_the_hub(hub: Fake
 async def test_an_unreachable_hub_without_the_model_cached_says_so(tmp_path: Path) -> None:
     with FakeHub() as gone:
         url = gone.url
-    unreachable = HuggingFaceSource(AgentSettings(cache_dir=tmp_path / "cache"), environ={"HF_ENDPOINT": url})
+    unreachable = HuggingFaceSource(
+        AgentSettings(cache_dir=tmp_path / "cache", state_dir=tmp_path / "state"), environ={"HF_ENDPOINT": url}
+    )
     with pytest.raises(ModelSourceError) as caught:
         await unreachable.resolve(deployment(), lambda text: None)
     assert f"{REPO}@main: cannot reach the Hub at {url}" in caught.value.message
@@ -270,7 +273,13 @@ def cache_like_huggingface_hub(cache: Path, commit: str, ref: str = "main") -> P
     snapshot.mkdir(parents=True)
     (storage / "blobs").mkdir(exist_ok=True)
     for name, data in model_files().items():
-        blob = storage / "blobs" / hashlib.sha1(data).hexdigest()
+        # huggingface_hub names a blob by its ETag: an LFS file's sha256, a small file's git blob sha1.
+        etag = (
+            hashlib.sha256(data).hexdigest()
+            if name.endswith(".safetensors")
+            else hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        )
+        blob = storage / "blobs" / etag
         blob.write_bytes(data)
         (snapshot / name).symlink_to(Path("../../blobs") / blob.name)
     return snapshot
