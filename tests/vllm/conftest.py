@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from harness.agent_cli import AgentCli, agent_env
 from harness.ci import missing
+from harness.ports import agent_ports
 from harness.real_vllm import MODEL_DIR, REPO, VLLM_PYTHON, vllm_unavailable
 
 
@@ -32,8 +33,10 @@ def tiny_model() -> Path:
 def vllm_agent(user_manager, tmp_path: Path, tiny_model: Path) -> Iterator[AgentCli]:  # noqa: ANN001
     config_dir, state_dir, log_dir = tmp_path / "conf", tmp_path / "state", tmp_path / "logs"
     config_dir.mkdir()
+    low, high = agent_ports(100)
     (config_dir / "agent.toml").write_text(
-        f'port_range = [23000, 23099]\nunit_dir = "{user_manager.unit_dir}"\nstate_dir = "{state_dir}"\n'
+        f"port_range = [{low}, {high}]\n"
+        f'unit_dir = "{user_manager.unit_dir}"\nstate_dir = "{state_dir}"\n'
         f'log_dir = "{log_dir}"\nsocket = "{tmp_path / "agent.sock"}"\n'
         f"[engine]\ncommand = {json.dumps([str(VLLM_PYTHON), '-m', 'vllm.entrypoints.openai.api_server'])}\n"
         "[startup]\ntimeout = 600\n"

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+from fakes.fake_hub import FakeHub, FakeRepo
 from harness.agent_cli import AgentCli
 from harness.processes import descendants, wait_for
 from harness.real_vllm import deployment_toml
@@ -133,3 +134,32 @@ def test_two_deployments_serve_side_by_side(vllm_agent: AgentCli, tiny_model: Pa
         assert answer.status_code == 200
     vllm_agent.ok("stop", "left")
     vllm_agent.ok("stop", "right")
+
+
+def test_a_model_pulled_from_the_hub_serves_offline(vllm_agent: AgentCli, tiny_model: Path, tmp_path: Path) -> None:
+    # The hf source end to end on real vLLM: downloaded from a (fake) Hub into the agent's cache,
+    # verified, then served by an engine that gets the snapshot's path and never goes online.
+    files = {path.name: path.read_bytes() for path in tiny_model.iterdir() if path.name != "build-stamp.json"}
+    toml = vllm_agent.config_dir / "agent.toml"
+    toml.write_text(f'cache_dir = "{tmp_path / "hf-cache"}"\n' + toml.read_text())  # a top-level key goes first
+    with FakeHub({"acme/tiny": FakeRepo(files)}) as hub:
+        vllm_agent.write_deployment(
+            "pulled",
+            'model = "acme/tiny"\nmax_model_len = 256\nargs = ["--enforce-eager", "--dtype", "bfloat16"]\n'
+            f'[env]\nHF_ENDPOINT = "{hub.url}"\nVLLM_CPU_KVCACHE_SPACE = "1"\n',
+        )
+        vllm_agent.ok("start", "pulled", timeout=START)
+        status = vllm_agent.status("pulled")
+        assert status["state"] == "ready" and status["revision"] == FakeRepo(files).commit
+    snapshot = tmp_path / "hf-cache" / "models--acme--tiny" / "snapshots" / status["revision"]
+    launcher = int(status["pid"])
+    servers = [pid for pid in descendants(launcher) if "vllm.entrypoints.openai.api_server" in cmdline(pid)]
+    assert servers, "no API server under the launcher"
+    assert str(snapshot) in cmdline(servers[0])
+    environ = Path(f"/proc/{servers[0]}/environ").read_bytes().split(b"\0")
+    assert b"HF_HUB_OFFLINE=1" in environ
+    answer = httpx.post(
+        f"{status['url']}/v1/completions", json={"model": "pulled", "prompt": "Hi", "max_tokens": 2}, timeout=60
+    )
+    assert answer.status_code == 200  # served with the Hub gone
+    vllm_agent.ok("stop", "pulled")
