@@ -17,7 +17,7 @@ from ..errors import AgentError, ConfigError
 from ..log import get_logger
 from ..notify import Notifier
 from ..paths import default_socket
-from .keys import load_keys
+from .keys import Keys, load_keys
 from .live import follow
 from .proxy import Gateway
 from .server import serve
@@ -31,20 +31,20 @@ def _settings(config_dir: Path):  # noqa: ANN202 - AgentSettings
     return settings
 
 
-def build(config_dir: Path) -> Gateway:
+def configure(gateway: Gateway, config_dir: Path) -> None:
+    """Read agent.toml's [gateway], the key files and the engines' api_key into ``gateway``;
+    a ConfigError changes nothing."""
     settings = _settings(config_dir)
-    return Gateway(
-        settings.gateway,
-        load_keys(settings.credentials_dir),
-        upstream_key=read_credential(settings.credentials_dir, "api_key"),  # the engines' --api-key
-    )
+    keys = load_keys(settings.credentials_dir)
+    gateway.configure(settings.gateway, keys, read_credential(settings.credentials_dir, "api_key"))
 
 
 async def run_gateway(config_dir: Path, user: bool, notifier: Notifier | None = None) -> int:
     notifier = notifier or Notifier()
     log = get_logger(component="gateway")
     settings = _settings(config_dir)
-    gateway = build(config_dir)
+    gateway = Gateway(settings.gateway, Keys())
+    configure(gateway, config_dir)
     host, port = parse_listen(settings.gateway.listen)
     try:
         server = await serve(gateway.handle, host, port)
@@ -60,13 +60,11 @@ async def run_gateway(config_dir: Path, user: bool, notifier: Notifier | None = 
 
     def reload() -> None:
         try:
-            fresh = build(config_dir)
+            configure(gateway, config_dir)
         except AgentError as err:
             log.error("gateway reload refused; keeping the running settings", error=err.message)
             return
-        gateway.settings, gateway.keys, gateway._upstream_auth = fresh.settings, fresh.keys, fresh._upstream_auth
-        gateway.access.enabled = fresh.settings.access_log
-        log.info("gateway settings reloaded", routes=len(fresh.settings.routes), keys=len(fresh.keys.by_digest))
+        log.info("gateway settings reloaded", routes=len(gateway.settings.routes), keys=len(gateway.keys.by_digest))
 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)

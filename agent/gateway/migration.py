@@ -70,20 +70,36 @@ class Stream:
     role_sent: bool = False
     tool_call: bool = False  # a tool call began: its arguments cannot be continued faithfully
     finished: str | None = None  # finish_reason, once an event carried one
-    done: bool = False  # [DONE] was relayed
     segments: int = 0  # upstream streams so far (1 + migrations)
     earlier_tokens: int = 0  # tokens of the segments before the current one
-    _pending: bytearray = field(default_factory=bytearray)
+    _done: bool = False
+    _pending: bytearray = field(default_factory=bytearray)  # a partial event, held back
+    _unread: bytearray = field(default_factory=bytearray)  # relayed as is, parsed only when needed
 
     def begin_segment(self) -> None:
+        self.absorb()
         self.segments += 1
         self.earlier_tokens = self.tokens
         self._pending.clear()
 
+    @property
+    def done(self) -> bool:
+        """[DONE] was relayed."""
+        return self._done or self._unread.endswith(DONE)
+
     def relay(self, data: bytes) -> bytes:
         """The bytes to send the client for ``data`` read from the upstream (whole events only;
-        a partial event waits for its end)."""
+        a partial event waits for its end). The first stream is passed through unparsed (the
+        common path stays cheap) and read by ``absorb`` only if its engine dies."""
         self._pending += data
+        if self.segments == 1:
+            end = self._pending.rfind(b"\n\n")
+            if end < 0:
+                return b""
+            out = bytes(self._pending[: end + 2])
+            del self._pending[: end + 2]
+            self._unread += out
+            return out
         out = bytearray()
         while True:
             end = self._pending.find(b"\n\n")
@@ -93,12 +109,20 @@ class Stream:
             del self._pending[: end + 2]
             out += self._event(event)
 
+    def absorb(self) -> None:
+        """Read what was passed through unparsed: the text so far, tokens, the finish reason."""
+        unread = bytes(self._unread)
+        self._unread.clear()
+        for event in unread.split(b"\n\n"):
+            if event:
+                self._event(event + b"\n\n")
+
     def _event(self, event: bytes) -> bytes:
         if not event.startswith(b"data: "):
             return event
         payload = event[6:].strip()
         if payload == b"[DONE]":
-            self.done = True
+            self._done = True
             return event
         try:
             chunk = json.loads(payload)
@@ -165,11 +189,8 @@ class Stream:
         completion = int(usage.get("completion_tokens") or 0) + before
         return {**usage, "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
-    @property
-    def complete(self) -> bool:
-        return self.done
-
     def why_not_continued(self) -> str | None:
+        self.absorb()
         if self.tool_call:
             return "a tool call was being generated"
         return None
@@ -177,6 +198,7 @@ class Stream:
 
 def continuation(kind: str, body: dict[str, Any], stream: Stream, served: str) -> dict[str, Any]:
     """The request that continues ``stream`` on an engine serving ``served``."""
+    stream.absorb()
     new = dict(body)
     new["model"] = served
     key = _max_tokens_key(kind, body)

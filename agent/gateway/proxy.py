@@ -46,19 +46,27 @@ class Refusal(Exception):
 
 
 class Gateway:
-    def __init__(self, settings: GatewaySettings, keys: Keys, *, upstream_key: str | None = None,
-                 access: AccessLog | None = None) -> None:
-        self.settings = settings
-        self.keys = keys
-        self.table = Table(routes=settings.routes)
+    def __init__(
+        self, settings: GatewaySettings, keys: Keys, *, upstream_key: str | None = None, access: AccessLog | None = None
+    ) -> None:
         self.pool = Pool()
         self.outstanding: Counter[str] = Counter()
         self.metrics = Metrics()
-        self.access = access or AccessLog(enabled=settings.access_log)
+        self.access = access or AccessLog()
+        self._rows: list[dict[str, Any]] = []
+        self.configure(settings, keys, upstream_key)
+
+    def configure(self, settings: GatewaySettings, keys: Keys, upstream_key: str | None) -> None:
+        """Take new settings (start, SIGHUP): routes, limits and keys apply to the next request."""
+        self.settings = settings
+        self.keys = keys
+        self.access.enabled = settings.access_log
         self._upstream_auth = b"authorization: Bearer %s\r\n" % upstream_key.encode() if upstream_key else b""
+        self.update(self._rows)
 
     def update(self, rows: list[dict[str, Any]]) -> None:
         """The daemon's latest view of the deployments (live.py calls this on every change)."""
+        self._rows = rows
         self.table = Table.build(rows, self.settings.routes)
 
     # Entry ---------------------------------------------------------------------------------------
@@ -245,6 +253,7 @@ class Gateway:
                 responder.end()
                 record["migrations"] = migrations
                 return
+            state.absorb()
             if state.finished:  # the answer was complete; only the end marker was lost
                 await responder.write(DONE)
                 responder.end()

@@ -206,12 +206,11 @@ async def test_a_client_that_leaves_stops_the_engine_generating(start_fake, star
 
     body = {"model": "tiny", "prompt": "Say:", "stream": True, "max_tokens": 200}
     async with gw.client() as client, client.stream("POST", "/v1/completions", json=body) as response:
-        seen = 0
-        async for _ in response.aiter_lines():
-            seen += 1
-            if seen >= 10:  # five events: data lines and blank lines
-                break
+        lines = response.aiter_lines()  # held: a dropped iterator would close the stream early
+        for _ in range(10):  # five events: data lines and blank lines
+            await anext(lines)
         assert await asyncio.to_thread(running) == 1
+        await lines.aclose()
     deadline = time.monotonic() + 2
     while await asyncio.to_thread(running) != 0:
         assert time.monotonic() < deadline, "the engine still generates 2 s after the client left"
@@ -311,3 +310,13 @@ async def test_api_keys_limit_models_and_concurrency(start_fake, start_gateway, 
     logged = [json.loads(line[3:]) for line in gw.log]
     assert {"key": "team", "status": 200, "deployment": "one"}.items() <= logged[-1].items()
     assert not any("secret prompt" in line or "sk-team" in line for line in gw.log)
+
+
+async def test_new_routes_apply_to_the_deployments_already_known(start_fake, start_gateway) -> None:
+    fake = slow_engine(start_fake, tokens=2, latency=0)
+    gw = await start_gateway([row("one", fake.port)])
+    async with gw.client() as client:
+        assert (await client.post("/v1/completions", json={"model": "gpt-4", "prompt": "x"})).status_code == 404
+        gw.gateway.configure(GatewaySettings(routes=[GatewayRoute(match="gpt-.*", to=["one"])]), Keys(), None)
+        routed = await client.post("/v1/completions", json={"model": "gpt-4", "prompt": "x"})
+    assert routed.status_code == 200 and routed.headers["x-vllm-agent-deployment"] == "one"
