@@ -61,17 +61,17 @@ class Responder:
         self.sent += len(body)
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        self._protocol.write(self._head(status, headers, b"transfer-encoding: chunked\r\n\r\n"))
+        self._protocol.write_soon(self._head(status, headers, b"transfer-encoding: chunked\r\n\r\n"))
         await self._protocol.drained()
 
     async def write(self, data: bytes) -> None:
         if data:
-            self._protocol.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self._protocol.write_soon(b"%x\r\n%s\r\n" % (len(data), data))
             self.sent += len(data)
             await self._protocol.drained()
 
     def end(self) -> None:
-        self._protocol.write(b"0\r\n\r\n")
+        self._protocol.write_soon(b"0\r\n\r\n")
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -86,6 +86,7 @@ class HttpProtocol(asyncio.Protocol):
         self._queue: deque[Request] = deque()
         self._task: asyncio.Task[None] | None = None
         self._writable: asyncio.Future[None] | None = None
+        self._soon: list[bytes] = []  # stream pieces of this loop turn, sent as one write
         self.closed = False
 
     # asyncio ------------------------------------------------------------------------------------
@@ -173,8 +174,24 @@ class HttpProtocol(asyncio.Protocol):
         self._next()
 
     def write(self, data: bytes) -> None:
+        if self._soon:
+            self._flush()
         if self.transport is not None and not self.closed:
             self.transport.write(data)
+
+    def write_soon(self, data: bytes) -> None:
+        """Send ``data`` at the end of this loop turn, with whatever else is written meanwhile:
+        a stream's head, events and end go out in as few system calls as they arrive."""
+        if not self._soon:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._soon.append(data)
+
+    def _flush(self) -> None:
+        if self._soon:
+            data = b"".join(self._soon)
+            self._soon.clear()
+            if self.transport is not None and not self.closed:
+                self.transport.write(data)
 
     async def drained(self) -> None:
         if self.closed:
@@ -189,6 +206,7 @@ class HttpProtocol(asyncio.Protocol):
         self._close()
 
     def _close(self) -> None:
+        self._flush()
         self.closed = True
         if self.transport is not None:
             self.transport.close()

@@ -112,11 +112,14 @@ class UpstreamResponse:
             await self._wait()
 
     async def chunk(self) -> bytes:
-        """The next piece of the body; b"" once it is complete. Raises UpstreamError when the
+        """What arrived of the body since the last call; b"" once it is complete. Raises UpstreamError when the
         connection breaks first."""
         while True:
-            if self._chunks:
-                return self._chunks.popleft()
+            if self._chunks:  # everything that arrived: one piece to relay, not one per event
+                chunks = self._chunks
+                data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
+                return data
             if self.complete:
                 self.release()
                 return b""
