@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("plugins", "list loaded plugins, their distributions and the providers they offer")
     p.add_argument("--json", action="store_true")
 
-    command("init", "install vllm@.service, vllm-agent.service and vllm-agent-gateway.service for this scope and reload systemd")
+    command("init", "install vllm@.service, vllm-agent(-gateway).service for this scope and reload systemd")
 
     p = command(
         "deploy",
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("run", "the agent daemon: reconcile models.d/ with the units, watch them, serve the status API")
     command("reload", "make the running daemon re-read the config directory and reconcile")
-    command("gateway", "the host's OpenAI endpoint in the foreground: routes to ready deployments ([gateway] in agent.toml)")
+    command("gateway", "the host's OpenAI endpoint in the foreground, routing to ready deployments ([gateway])")
 
     p = command(
         "launch",

@@ -31,7 +31,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CHAT = {
-    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1, "model": "bench",
+    "id": "chatcmpl-bench",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "bench",
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello world"}, "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
 }
@@ -43,11 +46,15 @@ def backend_main(port: int) -> None:
 
     body = json.dumps(CHAT).encode()
     plain = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
-    event = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"bench","choices":[{"index":0,"delta":{"content":" hi"},"finish_reason":null}]}\n\n'
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "bench"}
+    chunk["choices"] = [{"index": 0, "delta": {"content": " hi"}, "finish_reason": None}]
+    event = b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
     events = [event] * 8 + [b"data: [DONE]\n\n"]
-    stream = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n" + b"".join(
-        b"%x\r\n%s\r\n" % (len(e), e) for e in events
-    ) + b"0\r\n\r\n"
+    stream = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+        + b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events)
+        + b"0\r\n\r\n"
+    )
 
     class Backend(asyncio.Protocol):
         def connection_made(self, transport):  # noqa: ANN001
@@ -119,7 +126,9 @@ def wrk(url: str, body: dict, connections: int, seconds: int) -> dict[str, float
     )
     out = subprocess.run(
         ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     script.unlink()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -173,7 +182,8 @@ def main() -> int:
         (work / "conf").mkdir()
         stand_in_daemon(work / "agent.sock", backend_port)
         (work / "conf" / "agent.toml").write_text(
-            f'socket = "{work / "agent.sock"}"\nstate_dir = "{work / "state"}"\n[gateway]\nlisten = "127.0.0.1:{gw_port}"\n'
+            f'socket = "{work / "agent.sock"}"\nstate_dir = "{work / "state"}"\n'
+            f'[gateway]\nlisten = "127.0.0.1:{gw_port}"\n'
         )
         agent = str(Path(sys.executable).parent / "vllm-agent")
         with open(work / "gateway.log", "w") as log:
@@ -186,11 +196,18 @@ def main() -> int:
         rows.append(measure("vllm-agent gateway", f"http://127.0.0.1:{gw_port}{path}", args.seconds, gateway.pid))
 
         if args.router:
-            rows.append(competitor("vllm-router (round_robin)", lambda: run_router(args.router, backend_port, procs, work),
-                                   args.seconds, path))
+            rows.append(
+                competitor(
+                    "vllm-router (round_robin)",
+                    lambda: run_router(args.router, backend_port, procs, work),
+                    args.seconds,
+                    path,
+                )
+            )
         if args.litellm:
-            rows.append(competitor("LiteLLM", lambda: run_litellm(args.litellm, backend_port, procs, work),
-                                   args.seconds, path))
+            rows.append(
+                competitor("LiteLLM", lambda: run_litellm(args.litellm, backend_port, procs, work), args.seconds, path)
+            )
     finally:
         for proc in procs:
             proc.kill()
@@ -215,10 +232,24 @@ def run_router(executable: str, backend_port: int, procs: list, work: Path) -> t
     port = free_port()
     with open(work / "router.log", "w") as log:
         router = subprocess.Popen(
-            ["taskset", "-c", "0", executable, "--worker-urls", f"http://127.0.0.1:{backend_port}",
-             "--policy", "round_robin", "--host", "127.0.0.1", "--port", str(port),
-             "--prometheus-port", str(free_port())],  # its default, 29000, may be taken
-            stdout=log, stderr=log,
+            [
+                "taskset",
+                "-c",
+                "0",
+                executable,
+                "--worker-urls",
+                f"http://127.0.0.1:{backend_port}",
+                "--policy",
+                "round_robin",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--prometheus-port",
+                str(free_port()),
+            ],  # its default, 29000, may be taken
+            stdout=log,
+            stderr=log,
         )
     procs.append(router)
     wait_port(port, 60, router)
@@ -236,9 +267,21 @@ def run_litellm(executable: str, backend_port: int, procs: list, work: Path) -> 
     env = {**os.environ, "LITELLM_TELEMETRY": "False", "LITELLM_LOG": "ERROR"}
     with open(work / "litellm.log", "w") as log:
         litellm = subprocess.Popen(
-            ["taskset", "-c", "0", executable, "--config", str(work / "litellm.yaml"), "--port", str(port),
-             "--num_workers", "1"],
-            stdout=log, stderr=log, env=env,
+            [
+                "taskset",
+                "-c",
+                "0",
+                executable,
+                "--config",
+                str(work / "litellm.yaml"),
+                "--port",
+                str(port),
+                "--num_workers",
+                "1",
+            ],
+            stdout=log,
+            stderr=log,
+            env=env,
         )
     procs.append(litellm)
     try:
@@ -251,20 +294,22 @@ def run_litellm(executable: str, backend_port: int, procs: list, work: Path) -> 
 
 def print_table(rows: list[dict]) -> None:
     direct = rows[0]
-    print("| | RPS c=64 | RPS c=64 stream | p50 c=1 ms (added) | p99 c=1 ms (added) | p50 c=8 ms (added) | "
-          "p99 c=8 ms (added) | RSS MB | non-2xx |")
+    print(
+        "| | RPS c=64 | RPS c=64 stream | p50 c=1 ms (added) | p99 c=1 ms (added) | p50 c=8 ms (added) | "
+        "p99 c=8 ms (added) | RSS MB | non-2xx |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         if "failed" in row:
             print(f"| {row['name']} | did not start: {row['failed'][:200]} |")
             continue
-        cells = [row["name"], f'{row["rps_c64"]["rps"]:.0f}', f'{row["rps_c64_stream"]["rps"]:.0f}']
+        cells = [row["name"], f"{row['rps_c64']['rps']:.0f}", f"{row['rps_c64_stream']['rps']:.0f}"]
         for conc in ("c1", "c8"):
             for q in ("p50", "p99"):
                 value = row[conc][q]
                 added = "" if row is direct else f" (+{value - direct[conc][q]:.3f})"
                 cells.append(f"{value:.3f}{added}")
-        cells.append(f'{row["rss_mb"]:.0f}' if row["rss_mb"] else "-")
+        cells.append(f"{row['rss_mb']:.0f}" if row["rss_mb"] else "-")
         cells.append(str(sum(row[k]["errors"] for k in ("rps_c64", "rps_c64_stream", "c1", "c8"))))
         print("| " + " | ".join(cells) + " |")
 

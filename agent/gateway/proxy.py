@@ -16,6 +16,7 @@ from collections import Counter
 from typing import Any
 
 from ..config import GatewaySettings
+from ..log import get_logger
 from .keys import Key, Keys
 from .metrics import AccessLog, Metrics
 from .migration import DONE, Stream, continuation, error_event, not_migratable
@@ -26,9 +27,23 @@ from .upstream import Pool, UpstreamError, UpstreamResponse
 INFERENCE = {"/v1/completions": "completions", "/v1/chat/completions": "chat", "/v1/embeddings": "embeddings"}
 # vLLM's own paths that change or expose the engine: refused by name (403), never forwarded.
 ADMIN = (
-    "/reset_prefix_cache", "/reset_mm_cache", "/sleep", "/wake_up", "/is_sleeping", "/pause", "/resume",
-    "/collective_rpc", "/start_profile", "/stop_profile", "/scale_elastic_ep", "/is_scaling_elastic_ep",
-    "/v1/load_lora_adapter", "/v1/unload_lora_adapter", "/update_weights", "/invocations", "/server_info",
+    "/reset_prefix_cache",
+    "/reset_mm_cache",
+    "/sleep",
+    "/wake_up",
+    "/is_sleeping",
+    "/pause",
+    "/resume",
+    "/collective_rpc",
+    "/start_profile",
+    "/stop_profile",
+    "/scale_elastic_ep",
+    "/is_scaling_elastic_ep",
+    "/v1/load_lora_adapter",
+    "/v1/unload_lora_adapter",
+    "/update_weights",
+    "/invocations",
+    "/server_info",
 )
 JSON = b"application/json"
 DEPLOYMENT_HEADER = b"x-vllm-agent-deployment"
@@ -36,7 +51,9 @@ DEPLOYMENT_HEADER = b"x-vllm-agent-deployment"
 
 def error_body(status: int, message: str, kind: str) -> bytes:
     """vLLM's error shape, so OpenAI clients show the message."""
-    return json.dumps({"error": {"object": "error", "message": message, "type": kind, "param": None, "code": status}}).encode()
+    return json.dumps(
+        {"error": {"object": "error", "message": message, "type": kind, "param": None, "code": status}}
+    ).encode()
 
 
 class Refusal(Exception):
@@ -54,6 +71,8 @@ class Gateway:
         self.metrics = Metrics()
         self.access = access or AccessLog()
         self._rows: list[dict[str, Any]] = []
+        self._unresolved: list[str] = []
+        self.log = get_logger(component="gateway")
         self.configure(settings, keys, upstream_key)
 
     def configure(self, settings: GatewaySettings, keys: Keys, upstream_key: str | None) -> None:
@@ -68,6 +87,11 @@ class Gateway:
         """The daemon's latest view of the deployments (live.py calls this on every change)."""
         self._rows = rows
         self.table = Table.build(rows, self.settings.routes)
+        unresolved = self.table.unresolved()
+        if unresolved != self._unresolved:
+            for line in unresolved:
+                self.log.warning("a gateway name leads nowhere; requests for it get 404 or 503", problem=line)
+            self._unresolved = unresolved
 
     # Entry ---------------------------------------------------------------------------------------
 
@@ -87,7 +111,9 @@ class Gateway:
             elif kind is not None or request.path == "/v1/models":
                 raise Refusal(405, f"{request.method} is not allowed on {request.path}", "MethodNotAllowed")
             elif request.path.rstrip("/") in ADMIN:
-                raise Refusal(403, f"{request.path} is an engine admin path; the gateway never forwards it", "Forbidden")
+                raise Refusal(
+                    403, f"{request.path} is an engine admin path; the gateway never forwards it", "Forbidden"
+                )
             else:
                 raise Refusal(404, f"{request.path} is not served by the gateway", "NotFoundError")
         except Refusal as refusal:
@@ -118,7 +144,9 @@ class Gateway:
 
     def _models(self, responder: Responder) -> None:
         now = int(time.time())
-        data = [{"id": name, "object": "model", "created": now, "owned_by": "vllm-agent"} for name in self.table.routable()]
+        data = [
+            {"id": name, "object": "model", "created": now, "owned_by": "vllm-agent"} for name in self.table.routable()
+        ]
         responder.send(200, [(b"content-type", JSON)], json.dumps({"object": "list", "data": data}).encode())
 
     # Inference -----------------------------------------------------------------------------------
@@ -167,8 +195,15 @@ class Gateway:
             raise
 
     async def _forward(
-        self, kind: str, plan: Plan, body: dict[str, Any], raw: bytes, stream: bool,
-        responder: Responder, record: dict[str, Any], started: float,
+        self,
+        kind: str,
+        plan: Plan,
+        body: dict[str, Any],
+        raw: bytes,
+        stream: bool,
+        responder: Responder,
+        record: dict[str, Any],
+        started: float,
     ) -> None:
         path = next(p for p, k in INFERENCE.items() if k == kind)
         failed: list[str] = []
@@ -207,12 +242,20 @@ class Gateway:
                         self.metrics.count("retries", member.name)
                         continue
                     self.metrics.first_byte(member.name, time.monotonic() - started)
-                    headers = [(b"content-type", response.headers.get(b"content-type", JSON)),
-                               (DEPLOYMENT_HEADER, member.name.encode())]
+                    headers = [
+                        (b"content-type", response.headers.get(b"content-type", JSON)),
+                        (DEPLOYMENT_HEADER, member.name.encode()),
+                    ]
                     responder.send(response.status, headers, data)
                     return
-                await responder.start(200, [(b"content-type", b"text/event-stream; charset=utf-8"),
-                                            (b"cache-control", b"no-cache"), (DEPLOYMENT_HEADER, member.name.encode())])
+                await responder.start(
+                    200,
+                    [
+                        (b"content-type", b"text/event-stream; charset=utf-8"),
+                        (b"cache-control", b"no-cache"),
+                        (DEPLOYMENT_HEADER, member.name.encode()),
+                    ],
+                )
                 self.metrics.first_byte(member.name, time.monotonic() - started)
                 await self._stream(kind, plan, body, hold, responder, record)
                 return
@@ -231,7 +274,12 @@ class Gateway:
     # Streams -------------------------------------------------------------------------------------
 
     async def _stream(
-        self, kind: str, plan: Plan, body: dict[str, Any], hold: list[Any], responder: Responder,
+        self,
+        kind: str,
+        plan: Plan,
+        body: dict[str, Any],
+        hold: list[Any],
+        responder: Responder,
         record: dict[str, Any],
     ) -> None:
         """Relay the stream of ``hold`` ([member, response]); on a cut, continue it elsewhere and
@@ -266,8 +314,9 @@ class Gateway:
                 reason = reason or "no other ready engine serves this model"
                 self.metrics.count("migration_failures", failed[-1])
                 record["migration_error"] = reason
-                await responder.write(error_event(f"the engine serving this stream failed ({cut}); "
-                                                  f"it cannot be continued: {reason}"))
+                await responder.write(
+                    error_event(f"the engine serving this stream failed ({cut}); it cannot be continued: {reason}")
+                )
                 responder.end()
                 return
             response.release()

@@ -139,6 +139,21 @@ class Table:
         etas = [eta(self.members[n], now) for n in names if n in self.members and self.members[n].state == "starting"]
         return min(etas) if etas else None
 
+    def unresolved(self) -> list[str]:
+        """Names in routes and fallback chains that no deployment answers to, each as one line
+        naming where it is written (a typo, or a deployment that is gone)."""
+        found = []
+        for index, route in enumerate(self.routes):
+            for key in ("to", "fallback"):
+                for name in getattr(route, key):
+                    if not self.target(name):
+                        found.append(f"agent.toml: gateway.routes[{index}].{key}: no deployment answers to {name!r}")
+        for member in self.members.values():
+            for name in member.fallback:
+                if not self.target(name):
+                    found.append(f"models.d/{member.name}.toml: fallback: no deployment answers to {name!r}")
+        return found
+
     def routable(self) -> list[str]:
         """Names a client can use now: those with a ready deployment in their pool or chain."""
         names = []

@@ -201,8 +201,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def _fail(self, status: int) -> None:
         body = b'{"error": {"message": "bad request", "type": "BadRequestError", "code": %d}}' % status
-        self.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                   b"connection: close\r\n\r\n%s" % (status, _REASONS.get(status, b""), len(body), body))
+        self.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (status, _REASONS.get(status, b""), len(body), body)
+        )
         self._close()
 
     def _close(self) -> None:

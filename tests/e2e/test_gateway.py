@@ -69,7 +69,9 @@ def gateway(agent: AgentCli, user_manager) -> Iterator[Callable[..., Gateway]]: 
 
 
 def deploy(agent: AgentCli, model_dir: Path, name: str, *args: str, extra: str = "", start: bool = True) -> None:
-    agent.write_deployment(name, f'model = "{model_dir}"\nargs = {json.dumps(["--fake-load-time", "0.3", *args])}\n{extra}')
+    agent.write_deployment(
+        name, f'model = "{model_dir}"\nargs = {json.dumps(["--fake-load-time", "0.3", *args])}\n{extra}'
+    )
     if start:
         agent.ok("start", name, timeout=180)
 
@@ -97,10 +99,16 @@ def test_requests_route_by_name_alias_and_pattern_and_skip_a_restarting_deployme
     # A restart with a slow load: the gateway says 503 + Retry-After, never a refused connection.
     deploy(agent, model_dir, "a", "--fake-load-time", "4", extra='aliases = ["chat"]\n', start=False)
     agent.ok("restart", "a", "--no-wait")
-    refused = wait_for("a 503 while a restarts", lambda: (r := gw.post("/v1/completions", {"model": "chat", "prompt": "x"})).status_code == 503 and r, 60)
+    refused = wait_for(
+        "a 503 while a restarts",
+        lambda: (r := gw.post("/v1/completions", {"model": "chat", "prompt": "x"})).status_code == 503 and r,
+        60,
+    )
     assert int(refused.headers["retry-after"]) >= 1
     assert "chat" not in gw.models() and "b" in gw.models()
-    wait_for("a ready again", lambda: gw.post("/v1/completions", {"model": "chat", "prompt": "x"}).status_code == 200, 90)
+    wait_for(
+        "a ready again", lambda: gw.post("/v1/completions", {"model": "chat", "prompt": "x"}).status_code == 200, 90
+    )
 
 
 def test_a_fallback_answers_for_a_crash_looping_deployment(agent, model_dir, user_manager, gateway) -> None:  # noqa: ANN001
@@ -109,7 +117,9 @@ def test_a_fallback_answers_for_a_crash_looping_deployment(agent, model_dir, use
     deploy(agent, model_dir, "main", "--fake-mode", "exit-at-start", extra='fallback = ["backup"]\n', start=False)
     agent.run("start", "main", timeout=180)  # fails: its engine exits at start, until the start limit
     gw.start()
-    wait_for("main to be in crash-loop or failed", lambda: agent.status("main")["state"] in ("crash-loop", "failed"), 90)
+    wait_for(
+        "main to be in crash-loop or failed", lambda: agent.status("main")["state"] in ("crash-loop", "failed"), 90
+    )
     wait_for("the gateway to route main", lambda: "main" in gw.models(), 60)
     response = gw.post("/v1/chat/completions", {"model": "main", "messages": [{"role": "user", "content": "hi"}]})
     assert response.status_code == 200, response.text

@@ -728,15 +728,16 @@ def token_text(i: int, chat: bool) -> str:
 
 def continued_from(text: str, chat: bool) -> int:
     """How many tokens of the fake's own answer ``text`` ends with (so generation goes on after
-    them, as a model continues its text); 0 when it ends with none. A chat answer being continued
-    (``continue_final_message``) is the whole final message, so it must be exactly that text."""
+    them, as a model continues its text); 0 when it ends with fewer than two. A chat answer being
+    continued (``continue_final_message``) is the whole final message, so it must be exactly that text."""
     generated = ""
     found = 0
     for k in range(1, count_tokens(text) + 1):
         generated += token_text(k - 1, chat)
         if (text == generated) if chat else text.endswith(generated):
             found = k
-    return found
+    # A prompt that merely ends in its first word ("Say hello") is not a continuation.
+    return found if chat or found >= 2 else 0
 
 
 # ---------------------------------------------------------------------------------------------

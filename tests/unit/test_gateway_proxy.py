@@ -34,7 +34,13 @@ def expected(count: int, chat: bool) -> str:
 
 
 def row(name: str, port: int, state: str = "ready", **extra: Any) -> dict[str, Any]:
-    return {"name": name, "served": extra.pop("served", "tiny"), "state": state, "host": "127.0.0.1", "port": port} | extra
+    return {
+        "name": name,
+        "served": extra.pop("served", "tiny"),
+        "state": state,
+        "host": "127.0.0.1",
+        "port": port,
+    } | extra
 
 
 class Running:
@@ -85,7 +91,12 @@ async def start_gateway() -> AsyncIterator[Callable[..., Any]]:
 
 def slow_engine(start_fake: Callable[..., Fake], tokens: int = 40, latency: float = 0.05) -> Fake:
     fake = start_fake(
-        "--fake-token-latency", str(latency), "--fake-max-output-tokens", str(tokens), "--max-model-len", "512",
+        "--fake-token-latency",
+        str(latency),
+        "--fake-max-output-tokens",
+        str(tokens),
+        "--max-model-len",
+        "512",
         load_time=0.05,
     )
     fake.wait_ready()
@@ -166,7 +177,9 @@ async def test_an_engine_dying_mid_stream_hands_the_stream_to_the_other_engine(
     assert sum(gw.metric("migrations").values()) == 1
 
 
-async def test_with_migration_off_a_dying_engine_gives_an_error_event_not_a_clean_end(start_fake, start_gateway) -> None:
+async def test_with_migration_off_a_dying_engine_gives_an_error_event_not_a_clean_end(
+    start_fake, start_gateway
+) -> None:
     fakes = {"a": slow_engine(start_fake), "b": slow_engine(start_fake)}
     gw = await start_gateway([row(name, fake.port) for name, fake in fakes.items()], migration_limit=0)
     body = {"model": "tiny", "prompt": "Say:", "stream": True, "max_tokens": 40}
@@ -292,14 +305,18 @@ async def test_only_inference_paths_reach_an_engine(start_fake, start_gateway) -
 async def test_api_keys_limit_models_and_concurrency(start_fake, start_gateway, tmp_path: Path) -> None:
     fake = slow_engine(start_fake, tokens=20, latency=0.05)
     (tmp_path / "gateway").mkdir()
-    (tmp_path / "gateway" / "team.toml").write_text('key = "sk-team-0123456789"\nmodels = ["tiny"]\nmax_concurrency = 1\n')
+    (tmp_path / "gateway" / "team.toml").write_text(
+        'key = "sk-team-0123456789"\nmodels = ["tiny"]\nmax_concurrency = 1\n'
+    )
     (tmp_path / "gateway" / "other.toml").write_text('key = "sk-other-0123456789"\nmodels = ["big.*"]\n')
     gw = await start_gateway([row("one", fake.port)], keys=load_keys(tmp_path))
     body = {"model": "tiny", "prompt": "The secret prompt", "max_tokens": 20}
     team = {"authorization": "Bearer sk-team-0123456789"}
     async with gw.client() as client:
         assert (await client.post("/v1/completions", json=body)).status_code == 401
-        denied = await client.post("/v1/completions", json=body, headers={"authorization": "Bearer sk-other-0123456789"})
+        denied = await client.post(
+            "/v1/completions", json=body, headers={"authorization": "Bearer sk-other-0123456789"}
+        )
         assert denied.status_code == 403
         first = asyncio.create_task(client.post("/v1/completions", json=body, headers=team))
         while not gw.gateway.outstanding["one"]:
@@ -320,3 +337,14 @@ async def test_new_routes_apply_to_the_deployments_already_known(start_fake, sta
         gw.gateway.configure(GatewaySettings(routes=[GatewayRoute(match="gpt-.*", to=["one"])]), Keys(), None)
         routed = await client.post("/v1/completions", json={"model": "gpt-4", "prompt": "x"})
     assert routed.status_code == 200 and routed.headers["x-vllm-agent-deployment"] == "one"
+
+
+def test_the_fake_engine_continues_its_own_text_as_vllm_continues_a_prompt(start_fake) -> None:
+    fake = slow_engine(start_fake, tokens=4, latency=0)
+    continued = fake.post("/v1/completions", {"model": "tiny", "prompt": "Say: hello world", "max_tokens": 2})
+    assert continued.json()["choices"][0]["text"] == " this is"
+    chat = {"model": "tiny", "max_tokens": 2, "continue_final_message": True, "add_generation_prompt": False}
+    chat["messages"] = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello world this"}]
+    assert fake.post("/v1/chat/completions", chat).json()["choices"][0]["message"]["content"] == " is a"
+    refused = fake.post("/v1/chat/completions", chat | {"add_generation_prompt": True})
+    assert refused.status_code == 400 and "add_generation_prompt" in refused.json()["error"]["message"]

@@ -109,8 +109,15 @@ def test_the_daemons_rows_carry_load_time_and_start_from_its_transitions(tmp_pat
     rows = gateway_rows(config.deployments, [{"name": "x", "state": "starting", "transitions": transitions}])
     assert rows == [
         {
-            "name": "x", "served": "m", "state": "starting", "host": "127.0.0.1", "port": 9001, "aliases": ["y"],
-            "fallback": ["z"], "started_at": 200.0, "load_seconds": 40.0,
+            "name": "x",
+            "served": "m",
+            "state": "starting",
+            "host": "127.0.0.1",
+            "port": 9001,
+            "aliases": ["y"],
+            "fallback": ["z"],
+            "started_at": 200.0,
+            "load_seconds": 40.0,
         }
     ]
 
@@ -138,7 +145,9 @@ def test_a_continued_chat_stream_reads_as_one_stream_with_usage_summed() -> None
     assert stream.relay(role) == b"", "the second role delta is not shown"
     out = stream.relay(sse({"id": "B", "created": 2, "choices": [{"index": 0, "delta": {"content": " world"}}]}))
     assert json.loads(out[6:])["id"] == "A"
-    usage = stream.relay(sse({"id": "B", "created": 2, "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 1}}))
+    usage = stream.relay(
+        sse({"id": "B", "created": 2, "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 1}})
+    )
     assert json.loads(usage[6:])["usage"] == {"prompt_tokens": 8, "completion_tokens": 2, "total_tokens": 10}
 
 
@@ -175,3 +184,14 @@ def test_a_tool_call_under_way_stops_a_continuation() -> None:
     stream.begin_segment()
     stream.relay(sse({"id": "A", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0}]}}]}))
     assert "tool call" in (stream.why_not_continued() or "")
+
+
+def test_names_that_lead_nowhere_are_named_with_their_file_and_key() -> None:
+    table = Table.build(
+        [row("a", served="m", fallback=["gone"]), row("b", aliases=["bee"])],
+        [GatewayRoute(match="x.*", to=["bee", "typo"], fallback=["m"])],
+    )
+    assert table.unresolved() == [
+        "agent.toml: gateway.routes[0].to: no deployment answers to 'typo'",
+        "models.d/a.toml: fallback: no deployment answers to 'gone'",
+    ]

@@ -72,8 +72,13 @@ def test_a_stream_completes_after_a_sigkill_of_its_real_engine(  # noqa: ANN001
 ) -> None:
     start_all(vllm_agent, tiny_model, user_manager, gateway, ["m1", "m2"])
     body = {
-        "model": "tiny", "messages": [{"role": "user", "content": "Tell a story"}], "stream": True,
-        "max_tokens": 120, "ignore_eos": True, "temperature": 0, "stream_options": {"include_usage": True},
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "Tell a story"}],
+        "stream": True,
+        "max_tokens": 120,
+        "ignore_eos": True,
+        "temperature": 0,
+        "stream_options": {"include_usage": True},
     }
     events: list[Any] = []
     with httpx.stream("POST", gateway + "/v1/chat/completions", json=body, timeout=300) as response:
