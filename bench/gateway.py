@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """The gateway's request path against a fixed fast backend, side by side with the backend direct
-(and LiteLLM / vllm-router when their venvs exist).
+(and a minimal aiohttp proxy, vllm-router and LiteLLM when their venvs exist).
 
-    .venv/bin/python bench/gateway.py [--seconds 10] [--router /tmp/bench-router/bin/vllm-router]
-                                      [--litellm /tmp/bench-litellm/bin/litellm]
+    .venv/bin/python bench/gateway.py [--seconds 10] [--aiohttp /tmp/bench-aiohttp/bin/python]
+        [--router /tmp/bench-router/bin/vllm-router] [--litellm /tmp/bench-litellm/bin/litellm]
+
+Each competitor lives in its own venv (python3 -m venv /tmp/bench-X; pip install aiohttp uvloop |
+vllm-router | 'litellm[proxy]'), never in the project's.
 
 The backend is a raw asyncio (uvloop) responder with a fixed 314-byte chat completion (and a
 fixed 8-event SSE stream for "stream": true) on core 1; the proxy under test is pinned to core 0;
@@ -80,6 +83,62 @@ def backend_main(port: int) -> None:
         await server.serve_forever()
 
     uvloop.run(run())
+
+
+AIOHTTP_PROXY = """
+import sys, aiohttp, uvloop
+from aiohttp import web
+backend, port = sys.argv[1], int(sys.argv[2])
+
+async def main():
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+
+    async def proxy(request):
+        body = await request.read()
+        async with session.post(backend + request.path, data=body,
+                                headers={"content-type": "application/json"}) as upstream:
+            if upstream.content_type == "text/event-stream":
+                response = web.StreamResponse(status=upstream.status, headers={"content-type": "text/event-stream"})
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+                return response
+            return web.Response(status=upstream.status, body=await upstream.read(), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", proxy)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await asyncio.Event().wait()
+
+import asyncio
+uvloop.run(main())
+"""
+
+
+def run_aiohttp(python: str, backend_port: int, procs: list, work: Path) -> tuple[int, int]:
+    """The floor of FACTS.md: a minimal aiohttp proxy, one keep-alive session, no routing."""
+    port = free_port()
+    (work / "aiohttp_proxy.py").write_text(AIOHTTP_PROXY)
+    with open(work / "aiohttp.log", "w") as log:  # wrk's closing connections make it log tracebacks
+        proc = subprocess.Popen(
+            [
+                "taskset",
+                "-c",
+                "0",
+                python,
+                str(work / "aiohttp_proxy.py"),
+                f"http://127.0.0.1:{backend_port}",
+                str(port),
+            ],
+            stdout=log,
+            stderr=log,
+        )
+    procs.append(proc)
+    wait_port(port, 60, proc)
+    return port, proc.pid
 
 
 def free_port() -> int:
@@ -164,6 +223,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--router", help="a vllm-router executable (pip install vllm-router)")
     parser.add_argument("--litellm", help="a litellm executable (pip install 'litellm[proxy]')")
+    parser.add_argument("--aiohttp", help="a python with aiohttp and uvloop: the minimal aiohttp proxy floor")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if not shutil.which("wrk") or not shutil.which("taskset"):
@@ -195,6 +255,15 @@ def main() -> int:
         time.sleep(1)  # the stand-in daemon's view arrives
         rows.append(measure("vllm-agent gateway", f"http://127.0.0.1:{gw_port}{path}", args.seconds, gateway.pid))
 
+        if args.aiohttp:
+            rows.append(
+                competitor(
+                    "minimal aiohttp proxy",
+                    lambda: run_aiohttp(args.aiohttp, backend_port, procs, work),
+                    args.seconds,
+                    path,
+                )
+            )
         if args.router:
             rows.append(
                 competitor(
