@@ -248,6 +248,14 @@ class Gateway:
                     ]
                     responder.send(response.status, headers, data)
                     return
+                try:  # the client gets nothing until the engine sent something: until then, retry
+                    first = await response.chunk()
+                except UpstreamError as err:
+                    failed.append(member.name)
+                    last = f"{member.name}: {err}"
+                    self.metrics.count("retries", member.name)
+                    continue
+                self.metrics.first_byte(member.name, time.monotonic() - started)
                 await responder.start(
                     200,
                     [
@@ -256,8 +264,7 @@ class Gateway:
                         (DEPLOYMENT_HEADER, member.name.encode()),
                     ],
                 )
-                self.metrics.first_byte(member.name, time.monotonic() - started)
-                await self._stream(kind, plan, body, hold, responder, record)
+                await self._stream(kind, plan, body, hold, responder, record, first)
                 return
             finally:
                 hold[1].release()
@@ -281,14 +288,17 @@ class Gateway:
         hold: list[Any],
         responder: Responder,
         record: dict[str, Any],
+        first: bytes,
     ) -> None:
-        """Relay the stream of ``hold`` ([member, response]); on a cut, continue it elsewhere and
-        put the new pair in ``hold`` (the caller releases whatever it holds at the end)."""
+        """Relay the stream of ``hold`` ([member, response]), whose ``first`` piece was read; on a
+        cut, continue it elsewhere and put the new pair in ``hold`` (the caller releases whatever
+        it holds at the end)."""
         member, response = hold
         state = Stream(kind)
         state.begin_segment()
         failed = [member.name]
         migrations = 0
+        await responder.write(state.relay(first))
         while True:
             try:
                 while chunk := await response.chunk():

@@ -130,6 +130,11 @@ class HttpProtocol(asyncio.Protocol):
             raise httptools.HttpParserError("too many headers")
         self._headers[name.lower()] = value
 
+    def on_headers_complete(self) -> None:
+        # curl and others wait (a second) for this before sending a large body.
+        if self._headers.get(b"expect", b"").lower() == b"100-continue":
+            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
         if self._size > MAX_BODY:

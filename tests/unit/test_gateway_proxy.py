@@ -348,3 +348,40 @@ def test_the_fake_engine_continues_its_own_text_as_vllm_continues_a_prompt(start
     assert fake.post("/v1/chat/completions", chat).json()["choices"][0]["message"]["content"] == " is a"
     refused = fake.post("/v1/chat/completions", chat | {"add_generation_prompt": True})
     assert refused.status_code == 400 and "add_generation_prompt" in refused.json()["error"]["message"]
+
+
+async def test_a_stream_whose_engine_dies_before_its_first_event_is_retried_not_migrated(
+    start_fake, start_gateway
+) -> None:
+    async def headers_then_gone(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    broken = await asyncio.start_server(headers_then_gone, "127.0.0.1", 0)
+    fake = slow_engine(start_fake, tokens=3, latency=0)
+    try:
+        gw = await start_gateway([row("a-broken", broken.sockets[0].getsockname()[1]), row("b", fake.port)])
+        body = {"model": "tiny", "prompt": "x", "stream": True, "max_tokens": 3}
+        async with gw.client() as client, client.stream("POST", "/v1/completions", json=body) as response:
+            assert response.headers["x-vllm-agent-deployment"] == "b"
+            events = await read_stream(response)
+    finally:
+        broken.close()
+    assert text_of(events, chat=False) == expected(3, chat=False) and events[-1] == "[DONE]"
+    assert gw.metric("retries") == {("a-broken",): 1} and gw.metric("migrations") == {}
+
+
+async def test_a_client_that_expects_100_continue_gets_it_before_sending_its_body(start_gateway) -> None:
+    gw = await start_gateway([])
+    host, port = gw.base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    body = b'{"model": "tiny", "prompt": "x"}'
+    writer.write(
+        b"POST /v1/completions HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: %d\r\n\r\n" % len(body)
+    )
+    assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(body)
+    assert (await asyncio.wait_for(reader.readuntil(b"\r\n"), 5)).startswith(b"HTTP/1.1 404")
+    writer.close()
