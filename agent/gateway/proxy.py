@@ -1,10 +1,8 @@
-"""The request path: check, route, forward; retry before the first byte, migrate mid-stream.
+"""The request path: check, route, forward; retry before the first byte.
 
 Only the OpenAI inference paths reach an engine. A request goes to the first candidate of its
 plan (routing.py); a connection error or a 5xx before anything reached the client moves it to
-the next, at most ``retries`` times. Once a stream has started, an engine that dies hands the
-stream to another ready member of the pool (migration.py), at most ``migration_limit`` times;
-otherwise the client gets an SSE error event, never a stream that merely stops.
+the next, at most ``retries`` times. Once a stream has started, relay.py carries it on.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from ..config import GatewaySettings
 from ..log import get_logger
 from .keys import Key, Keys
 from .metrics import AccessLog, Metrics
-from .migration import DONE, Stream, continuation, error_event, not_migratable
+from .relay import relay_stream
 from .routing import Member, Plan, Table
 from .server import Request, Responder
 from .upstream import Pool, UpstreamError, UpstreamResponse
@@ -186,7 +184,7 @@ class Gateway:
             return raw  # as the client sent it: no re-encoding on the common path
         return json.dumps({**body, "model": member.served}).encode()
 
-    async def _send(self, kind_path: str, member: Member, payload: bytes) -> UpstreamResponse:
+    async def send(self, kind_path: str, member: Member, payload: bytes) -> UpstreamResponse:
         self.outstanding[member.name] += 1
         try:
             return await self.pool.request(member.host, member.port, self._head(kind_path), payload)
@@ -215,7 +213,7 @@ class Gateway:
             member = found[0]
             record["deployment"] = member.name
             try:
-                response = await self._send(path, member, self._payload(member, plan, body, raw))
+                response = await self.send(path, member, self._payload(member, plan, body, raw))
             except UpstreamError as err:
                 failed.append(member.name)
                 last = f"{member.name}: {err}"
@@ -264,7 +262,7 @@ class Gateway:
                         (DEPLOYMENT_HEADER, member.name.encode()),
                     ],
                 )
-                await self._stream(kind, plan, body, hold, responder, record, first)
+                await relay_stream(self, kind, plan, body, hold, responder, record, first)
                 return
             finally:
                 hold[1].release()
@@ -277,84 +275,3 @@ class Gateway:
         headers = [(b"retry-after", str(wait).encode())] if wait is not None else []
         why = f"starting, ready in about {wait}s" if wait is not None else "none is ready or starting"
         raise Refusal(503, f"no deployment serving {plan.model!r} is ready ({why})", "ServiceUnavailableError", headers)
-
-    # Streams -------------------------------------------------------------------------------------
-
-    async def _stream(
-        self,
-        kind: str,
-        plan: Plan,
-        body: dict[str, Any],
-        hold: list[Any],
-        responder: Responder,
-        record: dict[str, Any],
-        first: bytes,
-    ) -> None:
-        """Relay the stream of ``hold`` ([member, response]), whose ``first`` piece was read; on a
-        cut, continue it elsewhere and put the new pair in ``hold`` (the caller releases whatever
-        it holds at the end)."""
-        member, response = hold
-        state = Stream(kind)
-        state.begin_segment()
-        failed = [member.name]
-        migrations = 0
-        await responder.write(state.relay(first))
-        while True:
-            try:
-                while chunk := await response.chunk():
-                    await responder.write(state.relay(chunk))
-            except UpstreamError as err:
-                cut = str(err)
-            else:
-                cut = "" if state.done else "the engine ended the stream without [DONE]"
-            if not cut:
-                responder.end()
-                record["migrations"] = migrations
-                return
-            state.absorb()
-            if state.finished:  # the answer was complete; only the end marker was lost
-                await responder.write(DONE)
-                responder.end()
-                return
-            reason = not_migratable(kind, body) or state.why_not_continued()
-            if reason is None and migrations >= self.settings.migration_limit:
-                reason = f"the migration limit ({self.settings.migration_limit}) was reached"
-            nxt = None if reason else await self._continue(kind, plan, body, state, failed)
-            if nxt is None:
-                reason = reason or "no other ready engine serves this model"
-                self.metrics.count("migration_failures", failed[-1])
-                record["migration_error"] = reason
-                await responder.write(
-                    error_event(f"the engine serving this stream failed ({cut}); it cannot be continued: {reason}")
-                )
-                responder.end()
-                return
-            response.release()
-            self.outstanding[member.name] -= 1
-            member, response = hold[0], hold[1] = nxt
-            migrations += 1
-            record["deployment"] = member.name
-            self.metrics.count("migrations", member.name)
-            state.begin_segment()
-
-    async def _continue(
-        self, kind: str, plan: Plan, body: dict[str, Any], state: Stream, failed: list[str]
-    ) -> tuple[Member, UpstreamResponse] | None:
-        """Send the continuation to the next ready member of the pool that takes it."""
-        path = next(p for p, k in INFERENCE.items() if k == kind)
-        while True:
-            found = self.table.candidates(plan, self.outstanding, failed, pool_only=True)
-            if not found:
-                return None
-            member = found[0]
-            payload = json.dumps(continuation(kind, body, state, member.served)).encode()
-            try:
-                response = await self._send(path, member, payload)
-            except UpstreamError:
-                failed.append(member.name)
-                continue
-            if response.status == 200:
-                return member, response
-            response.release()
-            self.outstanding[member.name] -= 1
-            failed.append(member.name)
