@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from ..config import parse_listen
@@ -39,7 +40,10 @@ def configure(gateway: Gateway, config_dir: Path) -> None:
     gateway.configure(settings.gateway, keys, read_credential(settings.credentials_dir, "api_key"))
 
 
-async def run_gateway(config_dir: Path, user: bool, notifier: Notifier | None = None) -> int:
+async def run_gateway(
+    config_dir: Path, user: bool, notifier: Notifier | None = None, stop: asyncio.Event | None = None
+) -> int:
+    """Serve until SIGTERM/SIGINT (or ``stop``); ready for systemd once listening."""
     notifier = notifier or Notifier()
     log = get_logger(component="gateway")
     settings = _settings(config_dir)
@@ -53,7 +57,7 @@ async def run_gateway(config_dir: Path, user: bool, notifier: Notifier | None = 
             f"the gateway cannot listen on {settings.gateway.listen}: {err.strerror or err}",
             hint="set [gateway] listen in agent.toml to a free address, or stop what holds it",
         ) from None
-    stop = asyncio.Event()
+    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     connected = asyncio.Event()
     socket = settings.socket or default_socket(user)
@@ -71,7 +75,7 @@ async def run_gateway(config_dir: Path, user: bool, notifier: Notifier | None = 
     loop.add_signal_handler(signal.SIGHUP, reload)
     tasks = [
         asyncio.create_task(follow(socket, gateway.update, connected), name="daemon-events"),
-        asyncio.create_task(_watchdog(notifier), name="watchdog"),
+        asyncio.create_task(_watchdog(notifier, lambda: _status(gateway, connected)), name="watchdog"),
     ]
     log.info("gateway listening", listen=settings.gateway.listen, daemon=str(socket))
     notifier.ready(f"listening on {settings.gateway.listen}")
@@ -90,10 +94,20 @@ async def run_gateway(config_dir: Path, user: bool, notifier: Notifier | None = 
     return 0
 
 
-async def _watchdog(notifier: Notifier) -> None:
-    """WATCHDOG=1 at a quarter of WatchdogSec: only a stalled event loop misses it."""
+def _status(gateway: Gateway, connected: asyncio.Event) -> str:
+    names = gateway.table.routable()
+    daemon = "following the daemon" if connected.is_set() else "daemon not reachable, last view kept"
+    return f"{len(names)} model name(s) routable; {daemon}"
+
+
+async def _watchdog(notifier: Notifier, status: Callable[[], str]) -> None:
+    """WATCHDOG=1 at a quarter of WatchdogSec (only a stalled event loop misses it), with the
+    STATUS= line `systemctl status` shows when it changed."""
     usec = notifier.watchdog_usec
     while usec:
+        text = status()
+        if text != notifier.last_status:
+            notifier.status(text)
         notifier.watchdog()
         await asyncio.sleep(usec / 4e6)
 
