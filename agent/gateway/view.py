@@ -43,16 +43,18 @@ def gateway_rows(deployments: Mapping[str, Deployment], statuses: Sequence[Mappi
     by_name = {row["name"]: row for row in statuses}
     for name, deployment in sorted(deployments.items()):
         status = by_name.get(name, {})
-        host, port = deployment.host, deployment.port or 0
+        host, port, state = deployment.host, deployment.port or 0, status.get("state", "stopped")
         if deployment.mode == "external" and deployment.url:
             parts = urlsplit(deployment.url)
             host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+            if parts.scheme != "http" or parts.path.strip("/"):
+                state = "unroutable"  # the gateway speaks plain HTTP to a host's root, nothing else yet
         transitions = status.get("transitions") or []
         rows.append(
             {
                 "name": name,
                 "served": deployment.served_name,
-                "state": status.get("state", "stopped"),
+                "state": state,
                 "host": "127.0.0.1" if host in WILDCARDS else host,
                 "port": port,
                 "aliases": list(deployment.aliases),

@@ -195,3 +195,14 @@ def test_names_that_lead_nowhere_are_named_with_their_file_and_key() -> None:
         "agent.toml: gateway.routes[0].to: no deployment answers to 'typo'",
         "models.d/a.toml: fallback: no deployment answers to 'gone'",
     ]
+
+
+def test_external_deployments_are_routed_only_over_plain_http_at_the_root(tmp_path: Path) -> None:
+    (tmp_path / "models.d").mkdir()
+    for name, url in (("plain", "http://10.0.0.5:9000"), ("tls", "https://api.example.com"), ("sub", "http://h/v2")):
+        (tmp_path / "models.d" / f"{name}.toml").write_text(f'model = "org/m"\nmode = "external"\nurl = "{url}"\n')
+    config = load_config(tmp_path)
+    statuses = [{"name": name, "state": "ready"} for name in ("plain", "tls", "sub")]
+    rows = {row["name"]: row for row in gateway_rows(config.deployments, statuses)}
+    assert (rows["plain"]["state"], rows["plain"]["host"], rows["plain"]["port"]) == ("ready", "10.0.0.5", 9000)
+    assert rows["tls"]["state"] == rows["sub"]["state"] == "unroutable"
