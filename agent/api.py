@@ -122,7 +122,6 @@ class ApiServer:
         finally:
             writer.close()
 
-
     async def _stream(self, handler: StreamHandler, writer: asyncio.StreamWriter) -> None:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nConnection: close\r\n\r\n")
         try:
