@@ -206,3 +206,26 @@ def test_external_deployments_are_routed_only_over_plain_http_at_the_root(tmp_pa
     rows = {row["name"]: row for row in gateway_rows(config.deployments, statuses)}
     assert (rows["plain"]["state"], rows["plain"]["host"], rows["plain"]["port"]) == ("ready", "10.0.0.5", 9000)
     assert rows["tls"]["state"] == rows["sub"]["state"] == "unroutable"
+
+
+def test_bad_key_files_are_refused_each_naming_file_and_key(tmp_path: Path) -> None:
+    from vllm_agent.gateway.keys import load_keys
+
+    keys = tmp_path / "gateway"
+    keys.mkdir()
+    (keys / "short.toml").write_text('key = "abc"\nmodels = ["*"]\n')
+    (keys / "nomodels.toml").write_text('key = "0123456789abcdef"\nmodels = []\n')
+    (keys / "typo.toml").write_text('key = "0123456789abcdefg"\nmodels = ["*"]\nmax_concurency = 2\n')
+    (keys / "regex.toml").write_text('key = "0123456789abcdefgh"\nmodels = ["llama-("]\n')
+    (keys / "good.toml").write_text('key = "0123456789abcdefghi"\nmodels = ["*"]\nmax_concurrency = 2\n')
+    (keys / "twin.toml").write_text('key = "0123456789abcdefghi"\nmodels = ["*"]\n')
+    with pytest.raises(ConfigError) as caught:
+        load_keys(tmp_path)
+    lines = caught.value.problems
+    assert len(lines) == 5 and all(line.startswith(str(keys)) for line in lines)
+    assert "nomodels.toml: models: must be a non-empty list" in lines[0]
+    assert "regex.toml: models: 'llama-(' is not a valid regular expression" in lines[1]
+    assert "short.toml: key: must be a string of at least 16 characters" in lines[2]
+    assert "twin.toml: key: the same secret as good.toml" in lines[3]
+    assert "typo.toml: max_concurency: unknown key" in lines[4]
+    assert not any("0123456789" in line for line in lines), "a secret is never printed"
