@@ -101,8 +101,7 @@ class Gateway:
             if kind is not None and request.method == "POST":
                 await self._inference(kind, request, responder, record, started)
             elif request.path == "/v1/models" and request.method == "GET":
-                self._check_key(request, None)
-                self._models(responder)
+                self._models(responder, self._check_key(request, None))
             elif request.path in ("/health", "/metrics") and request.method == "GET":
                 body = b"" if request.path == "/health" else self.metrics.render().encode()
                 responder.send(200, [(b"content-type", b"text/plain; version=0.0.4")], body)
@@ -140,11 +139,11 @@ class Gateway:
             raise Refusal(403, f"this API key may not use model {model!r}", "PermissionDeniedError")
         return key
 
-    def _models(self, responder: Responder) -> None:
+    def _models(self, responder: Responder, key: Key | None) -> None:
+        """What is routable now, and (with keys) what this key may use."""
         now = int(time.time())
-        data = [
-            {"id": name, "object": "model", "created": now, "owned_by": "vllm-agent"} for name in self.table.routable()
-        ]
+        names = [name for name in self.table.routable() if key is None or key.allows(name)]
+        data = [{"id": name, "object": "model", "created": now, "owned_by": "vllm-agent"} for name in names]
         responder.send(200, [(b"content-type", JSON)], json.dumps({"object": "list", "data": data}).encode())
 
     # Inference -----------------------------------------------------------------------------------

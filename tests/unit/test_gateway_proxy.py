@@ -323,6 +323,10 @@ async def test_api_keys_limit_models_and_concurrency(start_fake, start_gateway, 
             await asyncio.sleep(0.01)
         assert (await client.post("/v1/completions", json=body, headers=team)).status_code == 429
         assert (await first).status_code == 200
+        listed = await client.get("/v1/models", headers={"authorization": "Bearer sk-other-0123456789"})
+        assert listed.json()["data"] == [], "a key sees only the models it may use"
+        listed = await client.get("/v1/models", headers=team)
+        assert [m["id"] for m in listed.json()["data"]] == ["tiny"]
     gw.gateway.access.flush()
     logged = [json.loads(line[3:]) for line in gw.log]
     assert {"key": "team", "status": 200, "deployment": "one"}.items() <= logged[-1].items()
