@@ -63,7 +63,7 @@ def test_a_client_that_leaves_stops_real_vllm_generating(  # noqa: ANN001
         chunks = 0
         while chunks < 5:
             chunks += next(lines).startswith("data: ")
-        assert running(engine) == 1
+        wait_for("the engine to count the request as running", lambda: running(engine) == 1, 10)
     wait_for("vllm:num_requests_running to drop to 0", lambda: running(engine) == 0, 2)
 
 
@@ -94,6 +94,7 @@ def test_a_stream_completes_after_a_sigkill_of_its_real_engine(  # noqa: ANN001
     assert not [e for e in events if isinstance(e, dict) and "error" in e], events[-3:]
     finals = [c["finish_reason"] for e in events if isinstance(e, dict) for c in e["choices"] if c.get("finish_reason")]
     assert finals == ["length"]
+    # Summed: what the client saw of the first engine plus the continuation's (its max_tokens).
     assert events[-2]["usage"]["completion_tokens"] == 120
     metrics = httpx.get(gateway + "/metrics", timeout=10).text
     assert any(line.startswith("vllm_agent_gateway_migrations_total{") for line in metrics.splitlines())
