@@ -1,6 +1,8 @@
 """The daemon's local status API: a little HTTP over a Unix socket, and its client.
 
-GET /v1/status (JSON), GET /metrics (Prometheus text), POST /v1/reload.
+GET /v1/status (JSON), GET /metrics (Prometheus text), POST /v1/reload, and GET /v1/events: a
+long-lived answer of JSON lines, one each time what the handler watches changes (the gateway's
+view of the deployments), until the client or the daemon goes.
 
 One daemon per socket: ``claim()`` takes an flock on SOCKET.pid (holding our PID) and checks that
 nothing listens on the socket before anything else happens, so a second `vllm-agent run` exits
@@ -21,13 +23,21 @@ from .api_client import TIMEOUT, Reply, call
 from .errors import AgentError, DaemonRunning
 
 Handler = Callable[[], Awaitable[tuple[int, str, bytes]]]
+# A streaming route writes JSON lines to the writer until it returns or the client leaves.
+StreamHandler = Callable[[asyncio.StreamWriter], Awaitable[None]]
 MAX_REQUEST = 8192
 
 
 class ApiServer:
-    def __init__(self, path: Path, routes: dict[tuple[str, str], Handler]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        routes: dict[tuple[str, str], Handler],
+        streams: dict[tuple[str, str], StreamHandler] | None = None,
+    ) -> None:
         self.path = path
         self.routes = routes
+        self.streams = streams or {}
         self.pid_file = path.with_name(path.name + ".pid")
         self._server: asyncio.AbstractServer | None = None
         self._lock: int | None = None
@@ -90,6 +100,10 @@ class ApiServer:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
             method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
+            stream = self.streams.get((method, target.split("?", 1)[0]))
+            if stream is not None:
+                await self._stream(stream, writer)
+                return
             handler = self.routes.get((method, target.split("?", 1)[0]))
             if handler is None:
                 status, kind, body = 404, "application/json", b'{"error": "not found"}'
@@ -105,6 +119,15 @@ class ApiServer:
         )
         try:
             await writer.drain()
+        finally:
+            writer.close()
+
+    async def _stream(self, handler: StreamHandler, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nConnection: close\r\n\r\n")
+        try:
+            await handler(writer)
+        except (ConnectionError, OSError):
+            pass  # the subscriber went away
         finally:
             writer.close()
 

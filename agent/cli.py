@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("plugins", "list loaded plugins, their distributions and the providers they offer")
     p.add_argument("--json", action="store_true")
 
-    command("init", "install vllm@.service and vllm-agent.service for this scope and reload systemd")
+    command("init", "install vllm@.service, vllm-agent(-gateway).service for this scope and reload systemd")
 
     p = command(
         "deploy",
@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("run", "the agent daemon: reconcile models.d/ with the units, watch them, serve the status API")
     command("reload", "make the running daemon re-read the config directory and reconcile")
+    command("gateway", "the host's OpenAI endpoint in the foreground, routing to ready deployments ([gateway])")
 
     p = command(
         "launch",
@@ -169,7 +170,7 @@ def _main(argv: Sequence[str] | None, connect: Connect | None) -> int:
     from .log import configure
 
     # Services log to stdout (the journal); commands keep stdout for their results.
-    service = args.command in ("launch", "run")
+    service = args.command in ("launch", "run", "gateway")
     configure(verbose=getattr(args, "verbose", False), stream=sys.stdout if service else sys.stderr)
     try:
         return run_command(args, engine_args, connect or _connect_systemd)
@@ -200,6 +201,10 @@ def run_command(args: argparse.Namespace, engine_args: list[str] | None, connect
         return commands.validate(config_dir, user, as_json=args.json)
     if args.command == "launch":
         return commands.launch(config_dir, user, args.name, engine_args)
+    if args.command == "gateway":
+        from .gateway.main import main as gateway_main
+
+        return gateway_main(config_dir, user)
     import asyncio
 
     if engine_args is not None and args.command != "deploy":

@@ -156,6 +156,70 @@ class PluginSettings(Strict):
     block: list[str] = Field(default_factory=list)
 
 
+_MODEL_NAME = re.compile(r"[^\s\x00-\x1f\x7f]{1,200}")  # a served name or alias: one word of printable text
+
+
+def _model_names(value: list[str]) -> list[str]:
+    for item in value:
+        if not _MODEL_NAME.fullmatch(item):
+            raise ValueError(f"each name must be 1 to 200 characters without spaces, got {item!r}")
+    if len(set(value)) != len(value):
+        raise ValueError(f"names a model twice: {value!r}")
+    return value
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` (``"[::1]:PORT"`` for IPv6) -> ``(host, port)``; ValueError naming what is wrong."""
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"must be HOST:PORT with a port of 1 to 65535, got {value!r}")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOSTNAME.fullmatch(host):
+            raise ValueError(f"must be HOST:PORT with an IP address or host name, got {value!r}") from None
+    return host, int(port)
+
+
+class GatewayRoute(Strict):
+    """One ``[[gateway.routes]]`` entry: tried in order, after exact served names and aliases."""
+
+    match: str = Field(min_length=1, max_length=200)  # an exact name, or a regular expression (full match)
+    to: list[str] = Field(min_length=1)  # deployment names or aliases, one pool
+    fallback: list[str] = Field(default_factory=list)  # tried in order when no member of `to` can answer
+
+    _names = field_validator("to", "fallback")(_model_names)
+
+    @field_validator("match")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as err:
+            raise ValueError(f"not a valid regular expression: {err}, got {value!r}") from None
+        return value
+
+
+class GatewaySettings(Strict):
+    """agent.toml ``[gateway]``: the host's one OpenAI endpoint (`vllm-agent gateway`)."""
+
+    listen: str = "127.0.0.1:8080"
+    # How many times one stream may move to another engine when its engine dies; 0: never.
+    migration_limit: Annotated[int, Field(ge=0, le=100)] = 3
+    # Further engines tried for one request before its first byte (connection errors, 5xx).
+    retries: Annotated[int, Field(ge=0, le=100)] = 2
+    # One JSON line per request (who, which model and deployment, status, timings; never prompts).
+    access_log: bool = True
+    routes: list[GatewayRoute] = Field(default_factory=list)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+
 class AgentSettings(Strict):
     """agent.toml."""
 
@@ -183,6 +247,7 @@ class AgentSettings(Strict):
     # Where the `cache` source looks for plain model directories (an NFS share): a model
     # org/name is DIR/org/name, else DIR/name, in the order listed.
     model_dirs: list[Path] = Field(default_factory=list)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
 
     _control = model_validator(mode="before")(_refuse_control_characters)
 
@@ -268,8 +333,13 @@ class Deployment(Strict):
     restart: RestartSettings = Field(default_factory=RestartSettings)
     # None: the default smoke test; [] (`tests = []`): no post-start tests at all.
     tests: list[TestSpec] | None = None
+    # The gateway: names this deployment answers to besides its served name, and the
+    # deployments (or aliases) that answer for it, in order, when it cannot.
+    aliases: list[str] = Field(default_factory=list)
+    fallback: list[str] = Field(default_factory=list)
 
     _control = model_validator(mode="before")(_refuse_control_characters)
+    _gateway_names = field_validator("aliases", "fallback")(_model_names)
 
     @field_validator("name")
     @classmethod

@@ -12,6 +12,7 @@ own at its own interval, and file I/O and GPU libraries run off the event loop.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from collections import Counter
@@ -47,6 +48,7 @@ from .systemd.model import UnitManager, UnitState
 from .watcher import Watcher
 
 TICK = 5.0  # seconds between status lines, health-file reads and retries of refused writes
+HEARTBEAT = 15.0  # seconds between blank lines on an idle event stream: a gone subscriber shows
 RETRY = 30.0  # seconds before a reconcile that failed as a whole is tried again
 
 
@@ -88,6 +90,9 @@ class Daemon:
         self._seen_checks: dict[str, float] = {}
         self.external = ExternalChecks(self.health_failures, self.log)
         self._reconciling: asyncio.Task[None] | None = None
+        # Set and replaced whenever what /v1/events reports may have changed.
+        self._change = asyncio.Event()
+        self._stopping = False
 
     def deployments(self) -> Deployments:
         return Deployments(self.config, self.units, self.plugins)
@@ -100,6 +105,7 @@ class Daemon:
                 ("GET", "/metrics"): self._metrics_route,
                 ("POST", "/v1/reload"): self._reload_route,
             },
+            {("GET", "/v1/events"): self._events_route},
         )
         await api.claim()  # a second daemon stops here, before it touches a unit or the socket
         watchdog = asyncio.create_task(self._feed_watchdog(), name="watchdog")
@@ -122,6 +128,8 @@ class Daemon:
             self._reconciling = asyncio.create_task(self._reconcile(), name="reconcile")
             await self._loop(stop, events)
         finally:
+            self._stopping = True
+            self.changed()  # event streams end
             await asyncio.to_thread(self.gpu_watch.stop)
             await cancel_all([events, faults, self._reconciling])
             await self.external.stop()
@@ -174,12 +182,14 @@ class Daemon:
         self._count_failed_checks(await asyncio.to_thread(self._health_files))
         await asyncio.to_thread(self.store.flush)  # what a full disk refused, once it takes it
         self.history.flush()  # the loop's own object; a no-op unless a write failed
+        self.changed()  # phases the launchers wrote, external checks: streams send what moved
         await self._resume_released()
         self.notifier.status(await self._summary())
 
     async def _consume(self, watch) -> None:  # noqa: ANN001 - UnitWatch
         async for event in watch:
             self.watcher.handle(event)
+            self.changed()
 
     async def _reconcile(self) -> None:
         await Reconciler(self.config, await self._listed_deployments(), self.log).reconcile()
@@ -208,6 +218,7 @@ class Daemon:
         await asyncio.to_thread(self.gpu_watch.stop)  # the new plugins' backends are watched now
         self.gpu_watch.start(self.plugins.gpu_backends())
         self.log.info("config reloaded", deployments=len(config.deployments))
+        self.changed()
         await self.external.restart(config, self.plugins)
         await self._reconcile()
 
@@ -315,6 +326,31 @@ class Daemon:
         text = render_metrics(await asyncio.to_thread(rows))
         text += await asyncio.to_thread(self.sampler.metrics, refresh=False)  # the health thread samples
         return 200, "text/plain; version=0.0.4", text.encode()
+
+    def changed(self) -> None:
+        """Wake every event stream: each sends its rows if they differ from what it sent last."""
+        self._change.set()
+        self._change = asyncio.Event()
+
+    async def _events_route(self, writer: asyncio.StreamWriter) -> None:
+        """GET /v1/events: the gateway's rows now, then again each time they change (pushed, so the
+        gateway never polls); a blank line every HEARTBEAT seconds when nothing changes."""
+        from .gateway.view import gateway_rows
+
+        last = None
+        while not self._stopping:
+            change = self._change
+            rows = gateway_rows(self.config.deployments, await self.statuses())
+            if rows != last:
+                writer.write(json.dumps({"deployments": rows}).encode() + b"\n")
+                last = rows
+            else:
+                writer.write(b"\n")
+            await writer.drain()
+            try:
+                await asyncio.wait_for(change.wait(), HEARTBEAT)
+            except TimeoutError:
+                pass
 
     async def _reload_route(self) -> tuple[int, str, bytes]:
         self.reload_requested.set()

@@ -17,7 +17,8 @@ from .fsutil import symlink_atomic, write_atomic
 from .render import agent_command
 
 AGENT_UNIT = "vllm-agent.service"
-TEMPLATES = ("vllm@.service", AGENT_UNIT)
+GATEWAY_UNIT = "vllm-agent-gateway.service"
+TEMPLATES = ("vllm@.service", AGENT_UNIT, GATEWAY_UNIT)
 PACKAGED_COMMAND = "/usr/bin/vllm-agent"
 
 
@@ -39,10 +40,11 @@ def install_units(config: Config, *, command: list[str] | None = None) -> list[P
     for template in TEMPLATES:
         path = config.unit_dir / template
         text = unit_text(template, user=config.user, command=command, config_dir=config.path)
-        if template == "vllm-agent.service" and config.settings.log_dir is not None:
+        if template in (AGENT_UNIT, GATEWAY_UNIT) and config.settings.log_dir is not None:
             # Hosts without journald: the daemon's lines go where the deployments' do.
             config.settings.log_dir.mkdir(parents=True, exist_ok=True)
-            log = unitescape.plain(str(config.settings.log_dir / "vllm-agent.log"), "agent.toml: log_dir")
+            logname = template.removesuffix(".service") + ".log"
+            log = unitescape.plain(str(config.settings.log_dir / logname), "agent.toml: log_dir")
             text = text.replace("[Service]\n", f"[Service]\nStandardOutput=append:{log}\nStandardError=inherit\n", 1)
         if not path.exists() or path.read_text() != text:
             write_atomic(path, text)

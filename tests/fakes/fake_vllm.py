@@ -648,6 +648,8 @@ def parse_completion(body: dict, cfg: dict) -> dict:
     max_tokens = _check_int(body, "max_tokens", 1)
     if max_tokens is None:
         max_tokens = 16
+    # The "model" continues its own text: a prompt that ends in what it generates goes on from there.
+    offset = continued_from(prompt, chat=False) if isinstance(prompt, str) else 0
     for p in prompts:
         _check_length(p, max_tokens, cfg)
     return {
@@ -657,6 +659,7 @@ def parse_completion(body: dict, cfg: dict) -> dict:
         "n": n,
         "prompts": prompts,
         "max_tokens": max_tokens,
+        "offset": offset,
     }
 
 
@@ -692,7 +695,17 @@ def parse_chat(body: dict, cfg: dict) -> dict:
         else:
             raise ApiError(400, f"messages.{i}.content: Input should be a string or a list")
         prompt_tokens += count_tokens(text) + 4
-    prompt_tokens += 2  # assistant generation prompt
+    continue_final = bool(body.get("continue_final_message", False))
+    if continue_final and body.get("add_generation_prompt", True):
+        raise ApiError(400, "Cannot set both `continue_final_message` and `add_generation_prompt` to True.")
+    offset = 0
+    if continue_final:
+        last = messages[-1]
+        if last["role"] != "assistant":
+            raise ApiError(400, "continue_final_message is set but the final message is not from the assistant")
+        offset = continued_from(last.get("content") if isinstance(last.get("content"), str) else "", chat=True)
+    else:
+        prompt_tokens += 2  # assistant generation prompt
     max_tokens = _check_int(body, "max_completion_tokens", 1)
     if max_tokens is None:
         max_tokens = _check_int(body, "max_tokens", 1)
@@ -704,12 +717,27 @@ def parse_chat(body: dict, cfg: dict) -> dict:
         "n": n,
         "prompts": [prompt_tokens],
         "max_tokens": max_tokens,
+        "offset": offset,
     }
 
 
 def token_text(i: int, chat: bool) -> str:
     word = WORDS[i % len(WORDS)]
     return word if (chat and i == 0) else " " + word
+
+
+def continued_from(text: str, chat: bool) -> int:
+    """How many tokens of the fake's own answer ``text`` ends with (so generation goes on after
+    them, as a model continues its text); 0 when it ends with fewer than two. A chat answer being
+    continued (``continue_final_message``) is the whole final message, so it must be exactly that text."""
+    generated = ""
+    found = 0
+    for k in range(1, count_tokens(text) + 1):
+        generated += token_text(k - 1, chat)
+        if (text == generated) if chat else text.endswith(generated):
+            found = k
+    # A prompt that merely ends in its first word ("Say hello") is not a continuation.
+    return found if chat or found >= 2 else 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -934,7 +962,7 @@ class Handler(BaseHTTPRequestHandler):
             if delay:
                 time.sleep(delay)
             for c in range(choices):
-                yield c, t, token_text(t, req["kind"] == "chat")
+                yield c, t, token_text(req.get("offset", 0) + t, req["kind"] == "chat")
 
     def _finish_reason(self, req: dict) -> str:
         return "length" if req["_count"] == req["max_tokens"] else "stop"

@@ -24,6 +24,12 @@ def test_user_units_pass_user_and_the_config_dir(tmp_path: Path) -> None:
 def test_install_writes_only_what_changed(tmp_path: Path) -> None:
     config = Config(path=tmp_path / "conf", user=True, settings=AgentSettings(unit_dir=tmp_path / "units"))
     first = install_units(config, command=["/opt/va/bin/vllm-agent"])
-    assert sorted(path.name for path in first) == ["vllm-agent.service", "vllm@.service"]
+    assert sorted(path.name for path in first) == ["vllm-agent-gateway.service", "vllm-agent.service", "vllm@.service"]
     assert install_units(config, command=["/opt/va/bin/vllm-agent"]) == []
     assert (tmp_path / "conf" / "models.d").is_dir()
+
+
+def test_gateway_unit_runs_the_gateway_of_this_installation(tmp_path: Path) -> None:
+    text = unit_text("vllm-agent-gateway.service", user=True, command=["/opt/va/bin/vllm-agent"], config_dir=tmp_path)
+    assert f"ExecStart=/opt/va/bin/vllm-agent --user --config-dir {tmp_path} gateway" in text
+    assert "Type=notify" in text and "WatchdogSec=" in text and "WantedBy=default.target" in text
