@@ -27,7 +27,20 @@ def problems_in(config_dir: Path, *, user: bool = False) -> list[str]:
     problems += _plugin_problems(config, plugins)
     problems += _gpu_problems(config, plugins)
     problems += _port_problems(config)
+    problems += _gateway_problems(config)
     return problems
+
+
+def _gateway_problems(config: Config) -> list[str]:
+    """Names in gateway routes and fallback chains must reach a deployment: a typo there would
+    only show when the primary fails."""
+    from .gateway.routing import Table  # the gateway's own resolution, not a second copy of it
+
+    rows = [
+        {"name": name, "served": d.served_name, "aliases": d.aliases, "fallback": d.fallback}
+        for name, d in config.deployments.items()
+    ]
+    return Table.build(rows, config.settings.gateway.routes).unresolved()
 
 
 def _plugin_problems(config: Config, plugins) -> list[str]:  # noqa: ANN001 - Plugins

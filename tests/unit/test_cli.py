@@ -48,6 +48,21 @@ def test_validate_finds_unknown_health_checks_and_port_clashes(tmp_path: Path) -
     assert "models.d/b.toml: port: 8100 is also used by models.d/a.toml" in done.stderr
 
 
+def test_validate_names_gateway_routes_and_fallbacks_that_reach_no_deployment(tmp_path: Path) -> None:
+    (tmp_path / "models.d").mkdir()
+    (tmp_path / "agent.toml").write_text('[[gateway.routes]]\nmatch = "llama-.*"\nto = ["big"]\nfallback = ["smal"]\n')
+    (tmp_path / "models.d" / "big.toml").write_text('model = "org/big"\nport = 8100\nfallback = ["tiny"]\n')
+    (tmp_path / "models.d" / "small.toml").write_text('model = "org/small"\nport = 8101\naliases = ["tiny"]\n')
+    (tmp_path / "models.d" / "odd.toml").write_text('model = "org/odd"\nport = 8102\nfallback = ["gone"]\n')
+    done = run("--config-dir", str(tmp_path), "validate")
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[:2] == [
+        f"{tmp_path}/agent.toml: gateway.routes[0].fallback: no deployment answers to 'smal'",
+        f"{tmp_path}/models.d/odd.toml: fallback: no deployment answers to 'gone'",
+    ], done.stderr
+    assert "big.toml" not in done.stderr  # its fallback is an alias of small: fine
+
+
 def test_validate_passes_a_good_directory(tmp_path: Path) -> None:
     (tmp_path / "models.d").mkdir()
     (tmp_path / "models.d" / "llama.toml").write_text('model = "meta-llama/Llama-3.1-8B"\nport = 8100\n')
