@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.add_argument("--json", action="store_true", help="print {'deployments': [...]}")
 
+    p = command("doctor", "what is wrong with the host and each deployment, and what to do (exit 0/1/2: ok/warn/fail)")
+    p.add_argument("name", nargs="?", help="only this deployment (and the host)")
+    p.add_argument("--json", action="store_true", help="print {'ok', 'exit', 'findings': [{scope, check, level, ...}]}")
+
     p = command("gpus", "each GPU: memory, load, health, and the deployments and other processes on it")
     p.add_argument("--json", action="store_true", help="print {'backends': [...], 'devices': [...], 'error': ...}")
     p.add_argument("--release", metavar="ID", help="lift the quarantine of a device (index or UUID)")
@@ -217,6 +221,8 @@ async def _with_units(
     progress = ProgressLine(sys.stderr)
     if args.command == "status":
         return await commands.status(config_dir, user, connect, name=args.name, as_json=args.json)
+    if args.command == "doctor":
+        return await _doctor(config_dir, user, args, connect)
     if args.command == "reload":
         return await commands.reload(_load(config_dir, user, name=""))
     if args.command == "run":
@@ -247,6 +253,17 @@ async def _with_units(
         progress.clear()
         await units.close()
     raise AgentError(f"unknown command {args.command!r}")
+
+
+async def _doctor(config_dir: Path, user: bool, args: argparse.Namespace, connect: Connect) -> int:
+    from .configdir import load_config
+    from .doctor import default_probes, doctor
+
+    problems: list[str] = []
+    config = load_config(config_dir, user=user, problems=problems)  # doctor reports, it does not refuse
+    probes = default_probes()
+    probes.connect = connect
+    return await doctor(config, _plugins(config), args.name, as_json=args.json, probes=probes, problems=problems)
 
 
 def _load(config_dir: Path, user: bool, name: str | None = None) -> Config:

@@ -50,7 +50,7 @@ KNOWN: tuple[Known, ...] = (
     ),
     _k(
         "port-taken",
-        r"Errno 98\]|Address already in use|address already in use|is already in use by pid",
+        r"Errno 98\]|Address already in use|address already in use|port \d+ on \S+ is taken by",
         "the engine's port is already in use",
         "choose another port in models.d/NAME.toml or stop the process holding it",
         True,
@@ -131,7 +131,8 @@ KNOWN: tuple[Known, ...] = (
     ),
     _k(
         "start-timeout",
-        r"not ready after startup\.timeout|start operation timed out|Failed with result 'timeout'|the engine stalled",
+        r"not ready after startup\.timeout|start operation timed out|Failed with result 'timeout'|the engine stalled|"
+        r"start or stop timeout passed",
         "the engine did not become ready in time: {line}",
         "raise [startup] timeout (or stall_timeout) in models.d/NAME.toml if the model needs longer; "
         "'vllm-agent logs NAME' shows where loading stopped",
@@ -147,7 +148,7 @@ KNOWN: tuple[Known, ...] = (
     ),
     _k(
         "crash-loop",
-        r"crash-loop:|Start request repeated too quickly|Failed with result 'start-limit-hit'|start limit hit",
+        r"crash-loop:|Start request repeated too quickly|Failed with result 'start-limit-hit'|start limit (was )?hit",
         "crash loop: {line}",
         "fix the cause, then 'vllm-agent start NAME' resets it",
         True,
