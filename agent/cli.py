@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("name", help=NAME_HELP)
         p.add_argument("--timeout", type=float, help="seconds to wait for ready")
         p.add_argument("--no-wait", action="store_true", help="return once the start is queued")
+        p.add_argument("--model", help="serve this model from now on: written to models.d/NAME.toml first")
 
     p = command("stop", "stop a deployment (graceful, then every process of the unit)")
     p.add_argument("name", help=NAME_HELP)
@@ -235,6 +236,12 @@ async def _with_units(
             await units.close()
     config = _load(config_dir, user, getattr(args, "name", None))
     plugins = _plugins(config)
+    if args.command in ("start", "restart") and args.model is not None:  # before systemd: bad input fails alone
+        from .deployfile import set_model
+
+        config.deployment(args.name)  # DeploymentNotFound with its hint
+        set_model(config, args.name, args.model)
+        print(f"wrote {config.deployment_file(args.name)}: model = {args.model!r}")
     units = await connect(user)
     try:
         if args.command == "init":
