@@ -142,7 +142,7 @@ KNOWN: tuple[Known, ...] = (
         "engine-dead",
         r"EngineDeadError|EngineCore encountered an issue",
         "the engine's core died (EngineDeadError)",
-        "the cause is above it in 'vllm-agent logs NAME'; systemd restarts it",
+        "its cause is above it in 'vllm-agent logs NAME' (a GPU or driver fault, a bug: report it to vLLM)",
         False,
         symptom=True,
     ),

@@ -167,8 +167,11 @@ async def gpu_findings(config: Config, plugins: Plugins, probes: Probes, names: 
             shown = ", ".join(f"{d.index}: {d.name}" for d in devices) or "no devices"
             found.append(Finding("host", "gpu", "ok", f"{name}: {len(devices)} device(s) ({shown})"))
         else:
-            level = "fail" if wanted else "ok"  # a CPU-only host needs no GPU library
-            found.append(Finding("host", "gpu", level, f"{name}: {error.message}", error.hint or ""))
+            message = error.message if error.message.startswith(name) else f"{name}: {error.message}"
+            if wanted:
+                found.append(Finding("host", "gpu", "fail", message, error.hint or ""))
+            else:  # a CPU-only host needs no GPU library
+                found.append(Finding("host", "gpu", "ok", f"{message} (no deployment here asks for a GPU)"))
     if not backends:
         level = "fail" if wanted else "ok"
         found.append(
