@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .doctor import Finding, Probes, bounded, off_loop
+from .doctor import Finding, Probes, ProbeTimeout, bounded, off_loop
 from .errors import AgentError
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ async def host_findings(
     found.append(await daemon_finding(config, probes))
     found.append(journal_finding(config, probes))
     found += await gpu_findings(config, plugins, probes, names)
-    found += disk_findings(config, plugins, probes)
+    found += await disk_findings(config, plugins, probes)
     found.append(credentials_finding(config))
     return found, units
 
@@ -195,17 +195,15 @@ def _cache_dirs(plugins: Plugins) -> list[tuple[str, Path]]:
     return found
 
 
-def disk_findings(config: Config, plugins: Plugins, probes: Probes) -> list[Finding]:
+async def disk_findings(config: Config, plugins: Plugins, probes: Probes) -> list[Finding]:
     usage = probes.get("disk_usage", shutil.disk_usage)
     found = []
     for label, path in [("state", config.state_dir), *_cache_dirs(plugins)]:
-        existing = path
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        try:
-            total, _, free = usage(existing)
-        except OSError as err:
-            found.append(Finding("host", "disk", "warn", f"{label} {path}: {err.strerror or err}"))
+        try:  # a stale network mount hangs stat(): bounded like every probe
+            existing = await off_loop(_existing, path, seconds=probes.timeout)
+            total, _, free = await off_loop(usage, existing, seconds=probes.timeout)
+        except (OSError, ProbeTimeout) as err:
+            found.append(Finding("host", "disk", "warn", f"{label} {path}: {getattr(err, 'strerror', None) or err}"))
             continue
         text = f"{label} {path}: {free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB"
         if free < LOW_DISK:
@@ -215,6 +213,13 @@ def disk_findings(config: Config, plugins: Plugins, probes: Probes) -> list[Find
         else:
             found.append(Finding("host", "disk", "ok", text))
     return found
+
+
+def _existing(path: Path) -> Path:
+    """The nearest directory that exists: a state directory not made yet is on its parent's disk."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def credentials_finding(config: Config) -> Finding:
