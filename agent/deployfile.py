@@ -106,7 +106,9 @@ def set_model(config: Config, name: str, model: str) -> Deployment:
     label = f"{MODELS_DIR}/{name}.toml"
     problem = model_id_problem(model)
     if problem:
-        raise ConfigError([f"{label}: model: {problem}"], hint="e.g. 'Qwen/Qwen2.5-0.5B-Instruct' or '/srv/models/llama'")
+        raise ConfigError(
+            [f"{label}: model: {problem}"], hint="e.g. 'Qwen/Qwen2.5-0.5B-Instruct' or '/srv/models/llama'"
+        )
     path = config.deployment_file(name)
     with config_lock(config.path):
         text = path.read_text()

@@ -184,7 +184,7 @@ def diagnose(lines: Sequence[str], returncode: int | None) -> Diagnosis:
 
 def plain(line: str) -> str:
     """The agent's own JSON log lines ("<3>{...}", as in a log file or the journal) as their words."""
-    start = line.find("{\"")
+    start = line.find('{"')
     if start < 0:
         return line
     try:

@@ -135,7 +135,7 @@ def report(findings: Sequence[Finding], *, as_json: bool, out: Any = None) -> in
     for finding in findings:
         if finding.scope != scope:
             scope = finding.scope
-            out.write(("host\n" if scope == "host" else f"\ndeployment {scope}\n"))
+            out.write("host\n" if scope == "host" else f"\ndeployment {scope}\n")
         out.write(f"  {finding.line()}\n")
     counts = {level: sum(f.level == level for f in findings) for level in EXIT}
     out.write(f"\n{counts['fail']} failed, {counts['warn']} warnings, {counts['ok']} ok\n")
@@ -163,6 +163,9 @@ async def doctor(
     if name is not None:
         config.deployment(name)  # DeploymentNotFound with its hint
     mine = [p for p in problems if name is None or p.startswith(("agent.toml", f"models.d/{name}.toml"))]
-    findings = [Finding("host", "config", "fail", problem, "fix it; 'vllm-agent validate' lists every problem") for problem in mine]
+    findings = [
+        Finding("host", "config", "fail", problem, "fix it; 'vllm-agent validate' lists every problem")
+        for problem in mine
+    ]
     findings += await examine(config, plugins, probes, name)
     return report(findings, as_json=as_json)

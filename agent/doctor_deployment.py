@@ -37,7 +37,9 @@ async def deployment_findings(
     status: DeploymentStatus | None = None
     unit: UnitState | None = None
     if units is None:
-        found.append(Finding(name, "unit", "fail", "not checked: systemd cannot be reached", "see the host's systemd line"))
+        found.append(
+            Finding(name, "unit", "fail", "not checked: systemd cannot be reached", "see the host's systemd line")
+        )
     else:
         try:
             unit = await bounded(units.get_state(unit_name(name)), probes.timeout)
@@ -216,7 +218,9 @@ async def _gpu_findings(config: Config, deployment: Deployment, probes: Probes) 
     name = deployment.name
     slots = PlacementRecords(config.state_dir).get(name)
     if not slots:
-        return [Finding(name, "gpu", "warn", f"gpus = {deployment.gpus!r}, not placed yet", f"'vllm-agent start {name}'")]
+        return [
+            Finding(name, "gpu", "warn", f"gpus = {deployment.gpus!r}, not placed yet", f"'vllm-agent start {name}'")
+        ]
     return [
         Finding(
             name,
@@ -232,7 +236,9 @@ async def _model_finding(plugins: Plugins, deployment: Deployment, probes: Probe
     name = deployment.name
     path = _model_path(plugins, deployment)
     if path is None:
-        return Finding(name, "model", "warn", f"{deployment.model}: not in the local cache yet; the first start fetches it")
+        return Finding(
+            name, "model", "warn", f"{deployment.model}: not in the local cache yet; the first start fetches it"
+        )
     from vllm_agent_plugins.source_local import check_model_dir
 
     try:

@@ -82,7 +82,9 @@ async def engine_finding(argv: list[str], probes: Probes) -> Finding:
     if python is None:
         return Finding("host", "engine", "warn", f"{shown}: found ({path}); its vLLM version is unknown", "")
     try:
-        status, output = await off_loop(probes.run, [python, "-c", _VERSION_SCRIPT], probes.timeout, seconds=probes.timeout)
+        status, output = await off_loop(
+            probes.run, [python, "-c", _VERSION_SCRIPT], probes.timeout, seconds=probes.timeout
+        )
     except Exception as err:  # a broken interpreter, a timeout: the command may still run
         return Finding("host", "engine", "warn", f"{shown}: {python} did not say its vLLM version: {err}", "")
     version = output.strip().splitlines()[-1] if output.strip() else ""

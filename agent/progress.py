@@ -59,14 +59,23 @@ _PHASES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"Capturing CUDA graphs.*?\|\s*(\d+)/(\d+)", "capturing CUDA graphs {0}/{1}"),
         (r"Graph capturing finished", "warming up"),
         # v1/engine/core.py, entrypoints: the engine is up, the HTTP server is coming
-        (r"init engine \(profile, create kv cache, warmup model\) took|Starting vLLM API server", "starting the API server"),
+        (
+            r"init engine \(profile, create kv cache, warmup model\) took|Starting vLLM API server",
+            "starting the API server",
+        ),
         # cpu_model_runner.py / gpu_worker.py / model_executor/warmup: "Warming up model for the compilation..."
         (r"Warming up|warming up model", "warming up"),
         # v1/worker/gpu_worker.py, v1/core/kv_cache_utils.py
-        (r"Available KV cache memory|KV cache size: \S+ tokens|Initial profiling/warmup run took", "sizing the KV cache"),
+        (
+            r"Available KV cache memory|KV cache size: \S+ tokens|Initial profiling/warmup run took",
+            "sizing the KV cache",
+        ),
         # compilation/monitor.py and backends.py
-        (r"Starting torch\.compile|Dynamo bytecode transform time|Compiling a graph for|torch\.compile|"
-         r"Directly load the compiled graph", "compiling"),
+        (
+            r"Starting torch\.compile|Dynamo bytecode transform time|Compiling a graph for|torch\.compile|"
+            r"Directly load the compiled graph",
+            "compiling",
+        ),
         # model_loader/default_loader.py, gpu_model_runner.py
         (r"Loading weights took|Model loading took", "weights loaded"),
         (r"Starting to load model", "loading the model"),

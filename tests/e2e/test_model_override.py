@@ -14,7 +14,9 @@ def served_root(url: str) -> str:
     return httpx.get(f"{url}/v1/models", timeout=30).json()["data"][0]["root"]
 
 
-def test_start_with_a_model_serves_it_and_keeps_it_in_the_file(agent: AgentCli, model_dir: Path, tmp_path: Path) -> None:
+def test_start_with_a_model_serves_it_and_keeps_it_in_the_file(
+    agent: AgentCli, model_dir: Path, tmp_path: Path
+) -> None:
     agent.ok("deploy", "swap", "--model", str(model_dir), timeout=START)
     assert served_root(agent.status("swap")["url"]) == str(model_dir)
     other = write_tiny_model_dir(tmp_path / "models" / "other")

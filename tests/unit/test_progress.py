@@ -27,16 +27,25 @@ GRAPHS = "Capturing CUDA graphs (mixed prefill-decode, PIECEWISE):  45%|██�
 @pytest.mark.parametrize(
     ("lines", "phase"),
     [
-        (["(Worker pid=1) INFO 11-30 07:15:38 [cpu_model_runner.py:68] Starting to load model /m..."], "loading the model"),
+        (
+            ["(Worker pid=1) INFO 11-30 07:15:38 [cpu_model_runner.py:68] Starting to load model /m..."],
+            "loading the model",
+        ),
         (["INFO starting", SHARDS], "loading weights 3/8 shards"),
-        ([SHARDS, "(EngineCore_DP0 pid=2) INFO 11-30 07:15:38 [core.py:1] Waiting for init message."], "loading weights 3/8 shards"),
+        (
+            [SHARDS, "(EngineCore_DP0 pid=2) INFO 11-30 07:15:38 [core.py:1] Waiting for init message."],
+            "loading weights 3/8 shards",
+        ),
         ([SHARDS, "INFO 11-30 [monitor.py:40] Starting torch.compile"], "compiling"),
         (["INFO [backends.py:399] Compiling a graph for compile range (1, 8192) takes 12.31 s"], "compiling"),
         (["INFO [gpu_worker.py:760] Available KV cache memory: 61.5 GiB"], "sizing the KV cache"),
         ([GRAPHS], "capturing CUDA graphs 30/67"),
         (["INFO [gpu_model_runner.py:6582] Graph capturing finished in 12 secs, took 0.51 GiB"], "warming up"),
         (["(Worker pid=1) INFO [cpu_model_runner.py:87] Warming up model for the compilation..."], "warming up"),
-        (["INFO [core.py:386] init engine (profile, create kv cache, warmup model) took 30.10 seconds"], "starting the API server"),
+        (
+            ["INFO [core.py:386] init engine (profile, create kv cache, warmup model) took 30.10 seconds"],
+            "starting the API server",
+        ),
         (["INFO 11-30 07:15:38 [api_server.py:1805] vLLM API server version 0.32.0"], ""),
     ],
 )
