@@ -141,6 +141,8 @@ async def _port_finding(deployment: Deployment, unit: UnitState | None, probes: 
         running = unit is not None and unit.active_state == "active"
         if running:
             return Finding(name, "port", "fail", f"port {port}: nothing listens, yet the unit is active", "")
+        if unit is not None and unit.active_state in ("activating", "reloading"):
+            return Finding(name, "port", "ok", f"port {port}: not listening yet (vLLM listens once loaded)")
         return Finding(name, "port", "ok", f"port {port} on {deployment.host} is free")
     if _own(holder.pid or 0, unit):
         return Finding(name, "port", "ok", f"port {port} is served by its engine, {holder.describe()}")

@@ -62,9 +62,10 @@ def _interpreter(argv: Sequence[str]) -> str | None:
             first = handle.readline(512).decode(errors="replace")
     except OSError:
         return None
-    if first.startswith("#!") and "python" in first:
-        return first[2:].strip().split()[0]
-    return None
+    words = first[2:].split() if first.startswith("#!") and "python" in first else []
+    if words and Path(words[0]).name == "env":  # "#!/usr/bin/env python3"
+        words = [shutil.which(word) or word for word in words[1:] if not word.startswith("-")]
+    return words[0] if words else None
 
 
 async def engine_finding(argv: list[str], probes: Probes) -> Finding:

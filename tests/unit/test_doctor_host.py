@@ -129,3 +129,25 @@ async def test_without_log_dir_the_failure_is_read_from_the_journal(tmp_path: Pa
     failure = next(f for f in found if f.check == "last-failure")
     assert failure.kind == "gated" and "hf_token" in failure.hint
     assert any(argv[1:3] == ["--user-unit", "vllm@tiny.service"] for argv in asked)
+
+
+async def test_the_vllm_version_is_read_through_a_console_scripts_interpreter(tmp_path: Path) -> None:
+    script = tmp_path / "bin" / "vllm"
+    script.parent.mkdir()
+    script.write_text("#!/usr/bin/env python3\nimport sys\n")
+    script.chmod(0o755)
+    config = make_config(tmp_path)
+    agent_toml = config.path / "agent.toml"
+    agent_toml.write_text(agent_toml.read_text().split("[engine]")[0] + f'[engine]\ncommand = ["{script}", "serve"]\n')
+    config = load_config(config.path, user=True)
+    asked: list[list[str]] = []
+
+    def run(argv, seconds):  # noqa: ANN001, ANN202
+        asked.append(list(argv))
+        return 0, "vllm 0.32.0"
+
+    checks = probes(FakeUnitManager(), engine(), None)
+    checks.run = run
+    found = host(await examine(config, make_plugin_manager(config.settings), checks), "engine")
+    assert found[0].level == "ok" and "vllm 0.32.0" in found[0].text
+    assert asked[0][0] == shutil.which("python3")  # the shebang's interpreter, not the script
