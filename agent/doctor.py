@@ -106,10 +106,10 @@ async def examine(config: Config, plugins: Plugins, probes: Probes, name: str | 
     from .doctor_host import host_findings
 
     names = [name] if name else sorted(config.deployments)
-    findings, units = await host_findings(config, plugins, probes, names)
+    findings, units, devices = await host_findings(config, plugins, probes, names)
     try:
         for item in names:
-            findings += await deployment_findings(config, plugins, probes, units, item)
+            findings += await deployment_findings(config, plugins, probes, units, item, devices)
     finally:
         if units is not None:
             try:

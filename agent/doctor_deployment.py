@@ -18,8 +18,11 @@ from .status import DeploymentStatus, classify, unit_result_reason
 from .urls import local_url
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from .config import Deployment
     from .configdir import Config
+    from .plugin_api import GpuDevice
     from .plugins import Plugins
     from .systemd.model import UnitManager, UnitState
 
@@ -28,8 +31,14 @@ SERVING = ("ready", "unhealthy")
 
 
 async def deployment_findings(
-    config: Config, plugins: Plugins, probes: Probes, units: UnitManager | None, name: str
+    config: Config,
+    plugins: Plugins,
+    probes: Probes,
+    units: UnitManager | None,
+    name: str,
+    devices: Mapping[str, GpuDevice] | None = None,
 ) -> list[Finding]:
+    """``devices``: the GPU devices the host listing found, by UUID."""
     deployment = config.deployments.get(name)
     if deployment is None:  # a broken file: validate names the problem
         return [Finding(name, "config", "fail", f"models.d/{name}.toml is not valid", "run 'vllm-agent validate'")]
@@ -53,7 +62,7 @@ async def deployment_findings(
     found.append(await _port_finding(deployment, unit, probes))
     if status is not None and status.state in SERVING:
         found += await _http_findings(config, deployment, probes)
-    found += await _gpu_findings(config, deployment, probes)
+    found += _gpu_findings(config, deployment, devices or {})
     found.append(await _model_finding(plugins, deployment, probes))
     if status is not None and unit is not None:
         failure = await _failure_finding(config, deployment, unit, status, probes)
@@ -212,10 +221,12 @@ def _dead_hint(name: str) -> str:
     return f"the engine is wedged or dead: 'vllm-agent restart {name}'; 'vllm-agent logs {name}' shows why"
 
 
-async def _gpu_findings(config: Config, deployment: Deployment, probes: Probes) -> list[Finding]:
+def _gpu_findings(config: Config, deployment: Deployment, listed: Mapping[str, GpuDevice]) -> list[Finding]:
+    """Where it is placed, and each device's free memory and health as the host listing saw them now."""
     if not deployment.gpus:
         return []
     from .gpu.placement import PlacementRecords
+    from .gpu.quarantine import QuarantineStore
 
     name = deployment.name
     slots = PlacementRecords(config.state_dir).get(name)
@@ -223,15 +234,27 @@ async def _gpu_findings(config: Config, deployment: Deployment, probes: Probes) 
         return [
             Finding(name, "gpu", "warn", f"gpus = {deployment.gpus!r}, not placed yet", f"'vllm-agent start {name}'")
         ]
-    return [
-        Finding(
-            name,
-            "gpu",
-            "ok",
-            f"placed on {', '.join(f'{s.label} ({s.name}, {s.uuid})' for s in slots)}; "
-            f"free at placement: {', '.join(f'{s.memory_free / 2**30:.1f} GiB' for s in slots)}",
-        )
-    ]
+    quarantined = QuarantineStore(config.state_dir).all()
+    found = []
+    for slot in slots:
+        shown = f"gpu {slot.label} ({slot.name}, {slot.uuid})"
+        sick = quarantined.get(slot.uuid) or quarantined.get(slot.parent)
+        device = listed.get(slot.uuid)
+        if sick:
+            text = f"{shown} is quarantined: {sick.get('reason', '')}"
+            found.append(Finding(name, "gpu", "fail", text, "'vllm-agent gpus' shows it; '--release ID' once repaired"))
+        elif device is None:
+            text = f"{shown}: not listed by any GPU backend now"
+            found.append(Finding(name, "gpu", "fail", text, "see the host's gpu lines; 'nvidia-smi' or 'amd-smi'"))
+        else:
+            health = getattr(device, "health", None)  # a snapshot has it; a plain GpuDevice not
+            problems = health.problems if health is not None else []
+            free = f"{device.memory_free / 2**30:.1f} of {device.memory_total / 2**30:.1f} GiB free"
+            level = "warn" if problems else "ok"
+            found.append(
+                Finding(name, "gpu", level, f"{shown}: {free}" + (f"; {'; '.join(problems)}" if problems else ""))
+            )
+    return found
 
 
 async def _model_finding(plugins: Plugins, deployment: Deployment, probes: Probes) -> Finding:

@@ -15,6 +15,7 @@ from .errors import AgentError
 
 if TYPE_CHECKING:
     from .configdir import Config
+    from .plugin_api import GpuDevice
     from .plugins import Plugins
     from .systemd.model import UnitManager
 
@@ -34,8 +35,9 @@ _VERSION_SCRIPT = (
 
 async def host_findings(
     config: Config, plugins: Plugins, probes: Probes, names: Sequence[str]
-) -> tuple[list[Finding], UnitManager | None]:
-    """The host's findings, and the systemd connection for the deployment checks (None if down)."""
+) -> tuple[list[Finding], UnitManager | None, dict[str, GpuDevice]]:
+    """The host's findings, the systemd connection for the deployment checks (None if down), and
+    the GPU devices listed, by UUID."""
     found: list[Finding] = []
     commands = {tuple(config.deployments[n].engine_command(config.settings)) for n in names if n in config.deployments}
     for command in sorted(commands or {tuple(config.settings.engine.command)}):
@@ -44,10 +46,11 @@ async def host_findings(
     found.append(finding)
     found.append(await daemon_finding(config, probes))
     found.append(journal_finding(config, probes))
-    found += await gpu_findings(config, plugins, probes, names)
+    gpus, devices = await gpu_findings(config, plugins, probes, names)
+    found += gpus
     found += await disk_findings(config, plugins, probes)
     found.append(credentials_finding(config))
-    return found, units
+    return found, units, devices
 
 
 def _interpreter(argv: Sequence[str]) -> str | None:
@@ -156,17 +159,22 @@ def journal_finding(config: Config, probes: Probes) -> Finding:
     )
 
 
-async def gpu_findings(config: Config, plugins: Plugins, probes: Probes, names: Sequence[str]) -> list[Finding]:
+async def gpu_findings(
+    config: Config, plugins: Plugins, probes: Probes, names: Sequence[str]
+) -> tuple[list[Finding], dict[str, GpuDevice]]:
+    """The backends' findings, and every device listed, by UUID (for the deployments' lines)."""
     from .gpu_listing import GpuLister
 
     wanted = [n for n in names if n in config.deployments and config.deployments[n].gpus]
     backends = plugins.gpu_backends()
     listed = await GpuLister(timeout=probes.timeout).listed(plugins)
     found: list[Finding] = []
+    by_uuid: dict[str, GpuDevice] = {}
     for name, backend in sorted(listed.gpu_backends().items()):
         error = backend.unavailable()
         if error is None:
             devices = backend.list_devices()
+            by_uuid.update((device.uuid, device) for device in devices)
             shown = ", ".join(f"{d.index}: {d.name}" for d in devices) or "no devices"
             found.append(Finding("host", "gpu", "ok", f"{name}: {len(devices)} device(s) ({shown})"))
         else:
@@ -186,7 +194,7 @@ async def gpu_findings(config: Config, plugins: Plugins, probes: Probes, names: 
                 "install nvidia-ml-py (NVIDIA) or ROCm's amdsmi (AMD)",
             )
         )
-    return found
+    return found, by_uuid
 
 
 def _cache_dirs(plugins: Plugins) -> list[tuple[str, Path]]:

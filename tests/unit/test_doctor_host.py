@@ -151,3 +151,20 @@ async def test_the_vllm_version_is_read_through_a_console_scripts_interpreter(tm
     found = host(await examine(config, make_plugin_manager(config.settings), checks), "engine")
     assert found[0].level == "ok" and "vllm 0.32.0" in found[0].text
     assert asked[0][0] == shutil.which("python3")  # the shebang's interpreter, not the script
+
+
+async def test_a_placed_deployment_shows_its_devices_free_memory_and_a_quarantine(tmp_path: Path) -> None:
+    from vllm_agent.gpu.placement import Placer
+    from vllm_agent.gpu.quarantine import QuarantineStore
+
+    config = gpu_config(tmp_path)
+    nvml = FakeNvml(2)
+    plugins = make_plugin_manager(config.settings, extra=[("site", Backends(NvmlBackend(nvml, name="fake")))])
+    (slot,) = Placer(config, plugins).place(config.deployment("tiny")) or []
+    found = [f for f in await examine(config, plugins, probes(FakeUnitManager(), engine(), None)) if f.check == "gpu"]
+    mine = next(f for f in found if f.scope == "tiny")
+    assert mine.level == "ok" and slot.uuid in mine.text and "GiB free" in mine.text
+    QuarantineStore(config.state_dir).add(slot.uuid, "Xid 79: fell off the bus")
+    found = [f for f in await examine(config, plugins, probes(FakeUnitManager(), engine(), None)) if f.check == "gpu"]
+    mine = next(f for f in found if f.scope == "tiny")
+    assert mine.level == "fail" and "quarantined: Xid 79" in mine.text and "--release" in mine.hint
