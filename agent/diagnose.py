@@ -203,7 +203,7 @@ def _clip(line: str) -> str:
 
 def _last_error_line(lines: Sequence[str]) -> str:
     for line in reversed(lines):
-        text = line.strip()
+        text = plain(line).strip()
         if re.search(r"(Error|Exception|error:|ERROR)", text):
             return text[-200:]
     return ""

@@ -310,8 +310,9 @@ async def _failure_finding(
     evidence = [*lines, saved.reason, unit_result_reason(unit) if unit.result not in ("", "success") else ""]
     found: Diagnosis = diagnose([line for line in evidence if line], unit.exec_main_status)
     looping = status.state == "crash-loop" or unit.result == "start-limit-hit" or "start limit hit" in status.reason
-    text = found.reason
-    hint = found.hint.replace("NAME", name)
+    text, hint = found.reason, found.hint.replace("NAME", name)
+    if found.kind == "exit" and saved.reason:  # no known class: the launcher's own words say more
+        text, hint = saved.reason, saved.hint or hint
     if looping and found.kind != "crash-loop":
         text = f"crash loop; cause: {text}"
         hint += f"; then 'vllm-agent start {name}' resets it"

@@ -204,3 +204,18 @@ def test_doctor_is_a_command_that_exits_by_its_worst_finding(tmp_path: Path) -> 
     systemd = next(f for f in body["findings"] if f["check"] == "systemd")
     assert systemd["level"] == "fail" and systemd["hint"]
     assert "Traceback" not in done.stderr
+
+
+async def test_an_unclassified_failure_keeps_the_launchers_own_reason_and_hint(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    units = FakeUnitManager()
+    units.define("vllm@tiny.service", FakeUnit(exit_status=78))
+    await units.start("vllm@tiny.service")
+    reason, hint = "engine command not found: vllm (PATH=/usr/bin)", "install vLLM for the service"
+    StateStore(config.state_dir).update("tiny", phase="failed", reason=reason, hint=hint)
+    (tmp_path / "logs" / "tiny.log").write_text(
+        f'<3>{{"deployment": "tiny", "reason": "{reason}", "event": "failed", "level": "error"}}\n'
+    )
+    findings = await examine(config, make_plugin_manager(config.settings), probes(units, engine(), None))
+    failure = of(findings, "tiny")["last-failure"]
+    assert (failure.kind, failure.text, failure.hint) == ("exit", reason, hint)
