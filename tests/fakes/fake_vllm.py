@@ -1286,7 +1286,13 @@ class Main:
             elapsed = time.monotonic() - t0
             done = SHARDS if weights_time <= 0 else min(SHARDS, int(SHARDS * elapsed / weights_time))
             pct = 100 * done // SHARDS
-            bar = f"Loading safetensors checkpoint shards: {pct:3d}% Completed | {done}/{SHARDS} [{elapsed:.1f}s]"
+            left = (SHARDS - done) * weights_time / SHARDS
+            rate = done / elapsed if elapsed > 0 else 0.0
+            bar = (  # vLLM's own bar format (weight_utils.py _BAR_FORMAT)
+                f"Loading safetensors checkpoint shards: {pct:3d}% Completed | {done}/{SHARDS} "
+                f"[{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}<{int(left) // 60:02d}:{int(left) % 60:02d}, "
+                f"{rate:5.2f}it/s]"
+            )
             if bar_every is not None:
                 _write_raw("\r" + bar)
             elif not quiet and done != shown:
