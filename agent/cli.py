@@ -223,7 +223,10 @@ def run_command(args: argparse.Namespace, engine_args: list[str] | None, connect
         config = _load(config_dir, user, name="")
         plugins = _plugins(config)
         if args.release is not None:
-            return release(plugins.gpu_backends(), config.state_dir, args.release)
+            code = release(plugins.gpu_backends(), config.state_dir, args.release)
+            # The daemon restarts what waited for the device now, not on its next tick.
+            await commands.tell_daemon(config)
+            return code
         return gpus(plugins.gpu_backends(), as_json=args.json, blocked=plugins.blocked(), state_dir=config.state_dir)
     if args.command == "verify":
         from .progress import ProgressLine
