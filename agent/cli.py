@@ -225,7 +225,7 @@ def run_command(args: argparse.Namespace, engine_args: list[str] | None, connect
         if args.release is not None:
             code = release(plugins.gpu_backends(), config.state_dir, args.release)
             # The daemon restarts what waited for the device now, not on its next tick.
-            await commands.tell_daemon(config)
+            asyncio.run(commands.tell_daemon(config))
             return code
         return gpus(plugins.gpu_backends(), as_json=args.json, blocked=plugins.blocked(), state_dir=config.state_dir)
     if args.command == "verify":
