@@ -18,6 +18,9 @@ from .render import agent_command
 
 AGENT_UNIT = "vllm-agent.service"
 TEMPLATES = ("vllm@.service", AGENT_UNIT)
+# The system scope's engine user and sandbox (User=vllm, ProtectSystem=strict, ...): a user
+# manager cannot switch users, so the user scope never gets it.
+SYSTEM_DROPINS = ("vllm@.service.d/10-system.conf",)
 PACKAGED_COMMAND = "/usr/bin/vllm-agent"
 
 
@@ -36,7 +39,7 @@ def unit_text(template: str, *, user: bool, command: list[str] | None = None, co
 def install_units(config: Config, *, command: list[str] | None = None) -> list[Path]:
     """Write the units whose text changed; return those written."""
     written = []
-    for template in TEMPLATES:
+    for template in TEMPLATES + (() if config.user else SYSTEM_DROPINS):
         path = config.unit_dir / template
         text = unit_text(template, user=config.user, command=command, config_dir=config.path)
         if template == "vllm-agent.service" and config.settings.log_dir is not None:

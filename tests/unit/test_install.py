@@ -27,3 +27,18 @@ def test_install_writes_only_what_changed(tmp_path: Path) -> None:
     assert sorted(path.name for path in first) == ["vllm-agent.service", "vllm@.service"]
     assert install_units(config, command=["/opt/va/bin/vllm-agent"]) == []
     assert (tmp_path / "conf" / "models.d").is_dir()
+
+
+def test_system_init_runs_engines_as_the_service_user_in_a_sandbox(tmp_path: Path) -> None:
+    """The system scope gets the drop-in with User=vllm and the sandbox; a user manager, which
+    cannot switch users, never does."""
+    system = Config(path=tmp_path / "conf", user=False, settings=AgentSettings(unit_dir=tmp_path / "system"))
+    written = install_units(system, command=["/opt/va/bin/vllm-agent"])
+    dropin = tmp_path / "system" / "vllm@.service.d" / "10-system.conf"
+    assert dropin in written
+    lines = dropin.read_text().splitlines()
+    for line in ("User=vllm", "NoNewPrivileges=yes", "ProtectSystem=strict", "CapabilityBoundingSet=", "PrivateTmp=yes"):
+        assert line in lines
+    user = Config(path=tmp_path / "uconf", user=True, settings=AgentSettings(unit_dir=tmp_path / "user"))
+    install_units(user, command=["/opt/va/bin/vllm-agent"])
+    assert not (tmp_path / "user" / "vllm@.service.d").exists()
