@@ -12,13 +12,13 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from harness.ci import missing
 
 from booted import Machine, which_missing
+from steps import Packages
 
 REPO = Path(__file__).resolve().parents[2]
 # What the booted root holds: systemd as PID 1, the system bus, polkit, and the python3 the
@@ -26,13 +26,6 @@ REPO = Path(__file__).resolve().parents[2]
 ROOT_PACKAGES = ("systemd", "systemd-sysv", "dbus", "polkitd", "python3", "python3-venv")
 TOOLS = ("systemd-nspawn", "mmdebstrap", "nsenter", "unshare", "lintian", "rpm", "rpmlint")
 SRC = "/src"  # the checkout, read-only inside: the fake engine is stdlib-only
-
-
-@dataclass(frozen=True)
-class Packages:
-    version: str
-    deb: Path
-    rpm: Path
 
 
 def _nfpm() -> str | None:

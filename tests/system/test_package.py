@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 
 from booted import Machine
-from conftest import Packages
+from steps import Packages, install
 
 # path: (owner, group, mode)
 EXPECTED = {
@@ -27,10 +27,6 @@ EXPECTED = {
     "/var/cache/vllm-agent": ("vllm", "vllm", 0o750),
     "/run/vllm-agent": ("root", "vllm-admin", 0o750),
 }
-
-
-def install(machine: Machine, packages: Packages) -> None:
-    machine.run("dpkg", "-i", f"/dist/{packages.deb.name}", timeout=300)
 
 
 def test_install_creates_the_files_the_user_and_a_running_daemon(machine: Machine, packages: Packages) -> None:
