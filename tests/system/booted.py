@@ -121,6 +121,25 @@ class Machine:
             self.nspawn.wait()
 
 
+class Booter:
+    """``boot(root=None, ephemeral=True)``: a booted container on ``root`` (default: the
+    cached one) with ``binds`` (host -> guest, read-only); ``stop_all()`` stops every container
+    it booted."""
+
+    def __init__(self, root: Path, binds: Mapping[Path, str], console: Path) -> None:
+        self.root, self.binds, self.console = root, dict(binds), console
+        self.booted: list[Machine] = []
+
+    def __call__(self, root: Path | None = None, *, ephemeral: bool = True) -> Machine:
+        machine = Machine.boot(root or self.root, self.console, ephemeral=ephemeral, binds=self.binds)
+        self.booted.append(machine)
+        return machine
+
+    def stop_all(self) -> None:
+        for machine in self.booted:
+            machine.stop()
+
+
 def _wait_for_pid1(nspawn: subprocess.Popen[bytes], console: Path) -> int:
     """The container's systemd: nspawn's child whose pid in its own namespace is 1."""
     deadline = time.monotonic() + BOOT_TIMEOUT

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from harness.ci import missing
 
-from booted import Machine, which_missing
+from booted import Booter, Machine, which_missing
 from steps import Packages
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,43 +67,40 @@ def build(out: Path, version: str | None = None) -> Packages:
 
 
 @pytest.fixture(scope="session")
-def packages(debian_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Packages:
-    """The .deb and .rpm of this checkout, built once per session by the documented command."""
-    return build(tmp_path_factory.mktemp("dist"))
+def dists(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every build of the session, one folder each; machines see it at /dist."""
+    return tmp_path_factory.mktemp("dists")
 
 
 @pytest.fixture(scope="session")
-def newer_packages(packages: Packages, tmp_path_factory: pytest.TempPathFactory) -> Packages:
+def packages(debian_root: Path, dists: Path) -> Packages:
+    """The .deb and .rpm of this checkout, built once per session by the documented command."""
+    return build(dists / "current")
+
+
+@pytest.fixture(scope="session")
+def newer_packages(packages: Packages, dists: Path) -> Packages:
     """The same code as a newer version, for upgrades."""
-    return build(tmp_path_factory.mktemp("dist-newer"), version=f"{packages.version}.post1")
+    return build(dists / "newer", version=f"{packages.version}.post1")
 
 
 @pytest.fixture
-def boot(debian_root: Path, packages: Packages, tmp_path: Path) -> Iterator:
-    """``boot(root=None, ephemeral=True)``: a booted container with the checkout at /src and the
-    packages at /dist; every container a test booted is stopped after it."""
-    booted: list[Machine] = []
-
-    def start(root: Path | None = None, *, ephemeral: bool = True, dist: Path | None = None) -> Machine:
-        binds = {REPO: SRC, (dist or packages.deb.parent): "/dist"}
-        machine = Machine.boot(root or debian_root, tmp_path / "console.log", ephemeral=ephemeral, binds=binds)
-        booted.append(machine)
-        return machine
-
-    yield start
-    for machine in booted:
-        machine.stop()
+def boot(debian_root: Path, packages: Packages, dists: Path, tmp_path: Path) -> Iterator[Booter]:
+    booter = Booter(debian_root, {REPO: SRC, dists: "/dist"}, tmp_path / "console.log")
+    yield booter
+    booter.stop_all()
 
 
 @pytest.fixture
-def machine(boot) -> Machine:  # noqa: ANN001 - the boot fixture's function
+def machine(boot: Booter) -> Machine:
     return boot()
 
 
 @pytest.fixture
-def root_copy(debian_root: Path, tmp_path: Path) -> Iterator[Path]:
+def root_copy(boot: Booter, debian_root: Path, tmp_path: Path) -> Iterator[Path]:
     """A private copy of the cached root, for what --ephemeral cannot do (a reboot)."""
     copy = tmp_path / "root"
     subprocess.run(["cp", "-a", "--reflink=auto", str(debian_root), str(copy)], check=True)
     yield copy
+    boot.stop_all()  # never pull the root from under a running container
     shutil.rmtree(copy, ignore_errors=True)

@@ -18,9 +18,14 @@ class Packages:
     deb: Path
     rpm: Path
 
+    @property
+    def deb_inside(self) -> str:
+        """The .deb's path in a booted machine, which sees the session's builds at /dist."""
+        return f"/dist/{self.deb.parent.name}/{self.deb.name}"
+
 
 def install(machine: Machine, packages: Packages) -> None:
-    machine.run("dpkg", "-i", f"/dist/{packages.deb.name}", timeout=300)
+    machine.run("dpkg", "-i", packages.deb_inside, timeout=300)
 
 
 def use_fake_engine(machine: Machine) -> None:
