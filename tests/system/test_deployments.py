@@ -33,6 +33,27 @@ def test_deploy_serves_as_the_vllm_user_and_the_journal_has_its_output(deployed:
     assert "ready" in status and f":{port}" in status
 
 
+def test_the_engine_runs_in_the_sandbox_and_systemd_accepts_the_units(deployed: Machine) -> None:
+    machine = deployed
+    pid = show(machine, UNIT, "MainPID")
+    status = dict(
+        line.split(":", 1) for line in machine.run("cat", f"/proc/{pid}/status").stdout.splitlines() if ":" in line
+    )
+    assert int(status["CapBnd"].strip(), 16) == 0, "no capabilities, not even to regain"
+    assert status["NoNewPrivs"].strip() == "1"
+    # ProtectSystem=strict: the engine sees / read-only, its state and cache writable.
+    mounts = {}
+    for line in machine.run("cat", f"/proc/{pid}/mountinfo").stdout.splitlines():
+        fields = line.split()
+        mounts[fields[4]] = fields[5].split(",")
+    assert "ro" in mounts["/"], mounts
+    assert "rw" in mounts["/var/lib/vllm-agent"] and "rw" in mounts["/var/cache/vllm-agent"]
+    assert "/tmp" in mounts, "a private /tmp"
+    # The template, the system drop-in and the rendered drop-in together: no complaint.
+    verified = machine.run("systemd-analyze", "verify", UNIT, check=False)
+    assert verified.returncode == 0 and "vllm" not in verified.stderr, verified.stderr
+
+
 def test_plain_systemctl_start_returns_only_once_the_engine_serves(deployed: Machine) -> None:
     machine = deployed
     port = deployment(machine, "x")["port"]
