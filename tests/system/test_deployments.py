@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 from booted import Machine
 from steps import Packages, deployment, http_status, install, proc_user, show, unit_pids, use_fake_engine
@@ -27,8 +30,13 @@ def test_deploy_serves_as_the_vllm_user_and_the_journal_has_its_output(deployed:
     assert len(pids) >= 3 and {proc_user(machine, pid) for pid in pids} == {"vllm"}
     journal = machine.run("journalctl", "-u", UNIT, "--no-pager", "-o", "cat").stdout
     assert "Application startup complete." in journal
-    logs = machine.run("vllm-agent", "logs", "x", "-n", "200").stdout
-    assert "Application startup complete." in logs
+    logs = machine.run("vllm-agent", "logs", "x", "-n", "200").stdout.splitlines()
+    assert "INFO:     Application startup complete." in logs, "the engine's lines as they came"
+    ready = re.compile(rf"^\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d INFO +\[x\] ready  url=http://127\.0\.0\.1:{port} ")
+    assert any(ready.match(line) for line in logs), "the agent's lines rendered: time, level, event, fields"
+    raw = machine.run("vllm-agent", "logs", "x", "-n", "200", "--json", "--since", "1 hour ago").stdout
+    events = [json.loads(line)["event"] for line in raw.splitlines() if line.startswith("{")]
+    assert "ready" in events
     status = machine.run("vllm-agent", "status", "x").stdout
     assert "ready" in status and f":{port}" in status
 
