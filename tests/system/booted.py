@@ -130,8 +130,12 @@ class Booter:
         self.root, self.binds, self.console = root, dict(binds), console
         self.booted: list[Machine] = []
 
-    def __call__(self, root: Path | None = None, *, ephemeral: bool = True) -> Machine:
-        machine = Machine.boot(root or self.root, self.console, ephemeral=ephemeral, binds=self.binds)
+    def __call__(
+        self, root: Path | None = None, *, ephemeral: bool = True, binds: Mapping[Path, str] = {}
+    ) -> Machine:
+        machine = Machine.boot(
+            root or self.root, self.console, ephemeral=ephemeral, binds={**self.binds, **binds}
+        )
         self.booted.append(machine)
         return machine
 
