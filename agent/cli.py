@@ -104,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help=NAME_HELP)
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("-n", "--lines", type=int, default=100)
-    p.add_argument("--since", metavar="WHEN", help="from WHEN on: journalctl's forms; files: 'YYYY-MM-DD HH:MM' or '10m'")
+    p.add_argument(
+        "--since", metavar="WHEN", help="from WHEN on: journalctl's forms; files: 'YYYY-MM-DD HH:MM' or '10m'"
+    )
     p.add_argument("--json", action="store_true", help="the agent's lines as the raw JSON it wrote")
 
     p = command("test", "run a deployment's post-start tests again against the running engine")

@@ -30,7 +30,8 @@ def install(machine: Machine, packages: Packages) -> None:
 
 def use_fake_engine(machine: Machine) -> None:
     """The fake vLLM as the engine, and a tiny model directory the vllm user can read."""
-    machine.sh(f"printf '\\n[engine]\\ncommand = [\"/usr/bin/python3\", \"{FAKE_ENGINE}\"]\\n' >> /etc/vllm-agent/agent.toml")
+    engine = f'\n[engine]\ncommand = ["/usr/bin/python3", "{FAKE_ENGINE}"]\n'
+    machine.run("sh", "-c", "cat >> /etc/vllm-agent/agent.toml", input=engine)
     files = {
         "config.json": json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}),
         "tokenizer.json": json.dumps({"version": "1.0", "model": {"type": "BPE", "vocab": {}}}),

@@ -44,10 +44,8 @@ def test_real_vllm_serves_as_the_vllm_user_in_the_sandbox(boot: Booter, packages
     machine = boot(binds=binds)
     install(machine, packages)
     site = f"{GUEST_VENV}/lib/python3.{_minor()}/site-packages"
-    machine.sh(
-        f"printf '\\n[engine]\\ncommand = [\"{python}\", \"-m\", \"vllm.entrypoints.openai.api_server\"]\\n'"
-        " >> /etc/vllm-agent/agent.toml"
-    )
+    engine = f'\n[engine]\ncommand = ["{python}", "-m", "vllm.entrypoints.openai.api_server"]\n'
+    machine.run("sh", "-c", "cat >> /etc/vllm-agent/agent.toml", input=engine)
     extra = f'PYTHONPATH = "{site}"\n'
     if base != Path("/usr"):  # a --enable-shared interpreter (pyenv) finds libpython by an rpath
         extra += f'LD_LIBRARY_PATH = "{GUEST_PYTHON}/lib"\n'
@@ -72,6 +70,9 @@ def test_real_vllm_serves_as_the_vllm_user_in_the_sandbox(boot: Booter, packages
 
 def _minor() -> int:
     done = subprocess.run(
-        [str(VLLM_PYTHON), "-c", "import sys; print(sys.version_info.minor)"], capture_output=True, text=True, check=True
+        [str(VLLM_PYTHON), "-c", "import sys; print(sys.version_info.minor)"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return int(done.stdout)

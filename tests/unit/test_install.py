@@ -6,7 +6,7 @@ from pathlib import Path
 
 from vllm_agent.config import AgentSettings
 from vllm_agent.configdir import Config
-from vllm_agent.install import install_units, unit_text
+from vllm_agent.install import install_units, system_dropins, unit_text
 
 
 def test_system_units_keep_the_packaged_shape_but_run_this_install() -> None:
@@ -33,12 +33,27 @@ def test_system_init_runs_engines_as_the_service_user_in_a_sandbox(tmp_path: Pat
     """The system scope gets the drop-in with User=vllm and the sandbox; a user manager, which
     cannot switch users, never does."""
     system = Config(path=tmp_path / "conf", user=False, settings=AgentSettings(unit_dir=tmp_path / "system"))
-    written = install_units(system, command=["/opt/va/bin/vllm-agent"])
+    dropins = system_dropins(system, lookup=lambda name: {"vllm": object()}[name])
+    written = install_units(system, command=["/opt/va/bin/vllm-agent"], dropins=dropins)
     dropin = tmp_path / "system" / "vllm@.service.d" / "10-system.conf"
     assert dropin in written
     lines = dropin.read_text().splitlines()
-    for line in ("User=vllm", "NoNewPrivileges=yes", "ProtectSystem=strict", "CapabilityBoundingSet=", "PrivateTmp=yes"):
+    sandbox = ("User=vllm", "NoNewPrivileges=yes", "ProtectSystem=strict", "CapabilityBoundingSet=", "PrivateTmp=yes")
+    for line in sandbox:
         assert line in lines
     user = Config(path=tmp_path / "uconf", user=True, settings=AgentSettings(unit_dir=tmp_path / "user"))
     install_units(user, command=["/opt/va/bin/vllm-agent"])
     assert not (tmp_path / "user" / "vllm@.service.d").exists()
+
+
+def test_system_init_without_the_service_user_keeps_engines_startable(tmp_path: Path) -> None:
+    """No vllm user (a pip install, not the package): no User=vllm drop-in that would fail
+    every start with 217/USER."""
+    system = Config(path=tmp_path / "conf", user=False, settings=AgentSettings(unit_dir=tmp_path / "system"))
+
+    def nobody(name: str) -> object:
+        raise KeyError(name)
+
+    assert system_dropins(system, lookup=nobody) == ()
+    install_units(system, command=["/opt/va/bin/vllm-agent"], dropins=system_dropins(system, lookup=nobody))
+    assert not (tmp_path / "system" / "vllm@.service.d").exists()
