@@ -116,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help=NAME_HELP)
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("-n", "--lines", type=int, default=100)
+    p.add_argument(
+        "--since", metavar="WHEN", help="from WHEN on: journalctl's forms; files: 'YYYY-MM-DD HH:MM' or '10m'"
+    )
+    p.add_argument("--json", action="store_true", help="the agent's lines as the raw JSON it wrote")
 
     p = command("verify", "check a deployment's model on this host now: files, headers, checksums (no download)")
     p.add_argument("name", help=NAME_HELP)
@@ -252,7 +256,8 @@ def run_command(args: argparse.Namespace, engine_args: list[str] | None, connect
         from .configdir import load_one
         from .logs import show_logs
 
-        return show_logs(load_one(config_dir, args.name, user=user), args.name, follow=args.follow, lines=args.lines)
+        config = load_one(config_dir, args.name, user=user)
+        return show_logs(config, args.name, follow=args.follow, lines=args.lines, since=args.since, raw=args.json)
     return asyncio.run(_with_units(args, engine_args, config_dir, user, connect))
 
 
