@@ -102,6 +102,10 @@ def test_vllm_admin_members_drive_deployments_and_nothing_else(deployed: Machine
     assert not allowed("alice", "link", "/etc/systemd/system/vllm-evil.service")
     assert not allowed("alice", "daemon-reload")
     assert show(machine, UNIT, "CPUWeight") != "5"
+    # An operator reads the daemon's status directly (its socket is the group's), no fallback.
+    status = machine.run("vllm-agent", "status", "x", "--json", user="alice", check=False)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["source"] == "daemon", status.stdout
 
     main_pid = show(machine, UNIT, "MainPID")
     for verb in ("stop", "restart", "start"):
