@@ -99,7 +99,10 @@ def test_exit_zero_after_engine_death_is_restarted(agent, model_dir, user_manage
         extra="[restart]\nmax_restarts = 5\nwindow = 120\n[health]\nfailure_threshold = 50\n",
     )
     ready_again(agent, user_manager, "dead0", 1)
-    assert '"reason": "the engine exited with status 0' in agent.log("dead0")
+    # vLLM's own last words name the failure (not "exited with status 0"), and it is restartable.
+    failed = [line for line in agent.log("dead0").splitlines() if '"event": "failed"' in line]
+    assert failed and '"reason": "the engine\'s core died (EngineDeadError) after it was ready"' in failed[0], failed
+    assert '"permanent": false' in failed[0]
 
 
 def test_hung_engine_with_healthy_health_endpoint_is_restarted(agent, model_dir, user_manager, daemon) -> None:  # noqa: ANN001
