@@ -70,12 +70,13 @@ def distro_root(distro: str, distro_roots: dict[str, Path]) -> Path:
     return distro_roots[distro]
 
 
-def build(out: Path, version: str | None = None) -> Path:
-    """Every distribution's packages into ``out``, by the documented command."""
+def build(out: Path, version: str | None = None, *targets: str) -> Path:
+    """The packages into ``out``: every distribution's (the documented command), or ``targets``'."""
     env = {**os.environ, "OUT": str(out), "NFPM": _nfpm() or "nfpm"}
     if version:
         env["VERSION"] = version
-    done = subprocess.run([str(REPO / "packaging" / "build")], capture_output=True, text=True, env=env, timeout=1800)
+    argv = [str(REPO / "packaging" / "build"), *(arg for target in targets for arg in ("--target", target))]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=1800)
     assert done.returncode == 0, f"packaging/build failed:\n{done.stdout}\n{done.stderr}"
     return out
 
@@ -108,8 +109,9 @@ def packages(current_build: Path, distro: str) -> Packages:
 
 @pytest.fixture(scope="session")
 def newer_build(current_build: Path, dists: Path) -> Path:
+    # Upgrades run on Debian 12 only (the maintainer scripts are the same on noble).
     version = _packages(current_build, "debian12").version
-    return build(dists / "newer", version=f"{version}.post1")
+    return build(dists / "newer", f"{version}.post1", "debian12")
 
 
 @pytest.fixture
