@@ -6,7 +6,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from booted import Machine
+
+# distribution -> the python3 its root has, which that distribution's .deb's venv runs on.
+DISTROS = {"debian12": "python3.11", "ubuntu2404": "python3.12"}
+# For the checks that differ where the distribution does (its python3, systemd, polkit):
+# install, deploy, polkit, lintian. The rest runs on Debian 12 (conftest's ``distro``).
+on_every_distro = pytest.mark.parametrize("distro", list(DISTROS), indirect=True)
 
 FAKE_ENGINE = "/src/tests/fakes/fake_vllm.py"  # stdlib-only: runs on the machine's python3
 MODEL = "/srv/models/tiny"
@@ -17,6 +24,7 @@ class Packages:
     version: str
     deb: Path
     rpm: Path
+    python: str  # the distribution's python3 the .deb's venv links to: python3.11, python3.12
 
     @property
     def deb_inside(self) -> str:

@@ -1,11 +1,11 @@
-"""The .deb on a clean, booted Debian 12: what it installs, and the daemon it starts."""
+"""The .deb on a clean, booted Debian 12 and Ubuntu 24.04: what it installs, and the daemon it starts."""
 
 from __future__ import annotations
 
 import stat
 
 from booted import Machine
-from steps import Packages, install
+from steps import Packages, install, on_every_distro
 
 # path: (owner, group, mode)
 EXPECTED = {
@@ -30,14 +30,15 @@ EXPECTED = {
 }
 
 
+@on_every_distro
 def test_install_creates_the_files_the_user_and_a_running_daemon(machine: Machine, packages: Packages) -> None:
     install(machine, packages)
     for path, (owner, group, mode) in EXPECTED.items():
         found = machine.run("stat", "-c", "%U %G %f", path).stdout.split()
         assert (found[0], found[1], stat.S_IMODE(int(found[2], 16))) == (owner, group, mode), path
     assert machine.run("readlink", "/usr/bin/vllm-agent").stdout.strip() == "/opt/vllm-agent/bin/vllm-agent"
-    # The venv runs on the distribution's python3.11, not on anything from the build host.
-    assert machine.run("readlink", "-f", "/opt/vllm-agent/bin/python").stdout.strip() == "/usr/bin/python3.11"
+    # The venv runs on the distribution's python3 (3.11, 3.12), not on anything from the build host.
+    assert machine.run("readlink", "-f", "/opt/vllm-agent/bin/python").stdout.strip() == f"/usr/bin/{packages.python}"
 
     passwd = machine.run("getent", "passwd", "vllm").stdout.strip().split(":")
     assert passwd[5] == "/var/lib/vllm-agent" and passwd[6] == "/usr/sbin/nologin"

@@ -7,7 +7,17 @@ import re
 
 import pytest
 from booted import Machine
-from steps import Packages, deployment, http_status, install, proc_user, show, unit_pids, use_fake_engine
+from steps import (
+    Packages,
+    deployment,
+    http_status,
+    install,
+    on_every_distro,
+    proc_user,
+    show,
+    unit_pids,
+    use_fake_engine,
+)
 
 UNIT = "vllm@x.service"
 
@@ -21,6 +31,7 @@ def deployed(machine: Machine, packages: Packages) -> Machine:
     return machine
 
 
+@on_every_distro
 def test_deploy_serves_as_the_vllm_user_and_the_journal_has_its_output(deployed: Machine) -> None:
     machine = deployed
     port = deployment(machine, "x")["port"]
@@ -75,6 +86,7 @@ def test_plain_systemctl_start_returns_only_once_the_engine_serves(deployed: Mac
     assert proc_user(machine, int(show(machine, UNIT, "MainPID"))) == "vllm"
 
 
+@on_every_distro
 def test_vllm_admin_members_drive_deployments_and_nothing_else(deployed: Machine) -> None:
     machine = deployed
     machine.sh(
