@@ -39,7 +39,7 @@ from .ports import check_port_free
 from .render import EXIT_CONFIG
 from .state import StateStore
 from .supervise import Supervisor
-from .testing import TestsFailed, run_post_start_tests
+from .posttests import TestsFailed, run_post_start_tests
 from .urls import local_url
 
 EXIT_ENGINE = 1  # the engine failed: systemd may restart it
