@@ -93,6 +93,8 @@ class Launcher:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
+        for problem in self.plugins.problems():  # in this deployment's log; the rest still runs
+            self.log.warning("plugin skipped", problem=problem)
         try:
             return await self._run(stop)
         except LaunchFailure as failure:

@@ -6,6 +6,9 @@ docstring for its modes: a dying engine, a hung one, a slow load).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -37,7 +40,9 @@ class FakeEngine:
         self._log = tempfile.TemporaryFile()
         argv = [sys.executable, str(SCRIPT), "--model", name, "--served-model-name", name]
         argv += ["--host", "127.0.0.1", "--port", str(self.port), *args]
-        self.process = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         try:
             self._wait_ready(timeout)
         except BaseException:
@@ -64,15 +69,18 @@ class FakeEngine:
         return self._log.read().decode(errors="replace")
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL; the EngineCore child follows its server (it exits when its
-        parent is gone), so nothing is left behind."""
+        """SIGTERM (the server stops its EngineCore child too); after 10 s, SIGKILL to the whole
+        process group, since an EngineCore outlives a SIGKILLed server, as vLLM's does."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        else:  # it died on its own: its EngineCore may still be there
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
         self._log.close()
 
     def __enter__(self) -> FakeEngine:
