@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import grp
 import json
 import os
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,7 @@ Handler = Callable[[], Awaitable[tuple[int, str, bytes]]]
 # A streaming route writes JSON lines to the writer until it returns or the client leaves.
 StreamHandler = Callable[[asyncio.StreamWriter], Awaitable[None]]
 MAX_REQUEST = 8192
+ADMIN_GROUP = "vllm-admin"  # the package's operators group (sysusers.d, polkit)
 
 
 class ApiServer:
@@ -81,6 +83,7 @@ class ApiServer:
         self.path.unlink(missing_ok=True)  # a stale socket of a killed daemon: nothing listens on it
         self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
         os.chmod(self.path, 0o660)
+        _share_with_admins(self.path)
 
     async def close(self) -> None:
         if self._server is not None:
@@ -146,3 +149,15 @@ def _daemon_pid(reply: Reply) -> str:
 async def ask(path: Path, method: str = "GET", target: str = "/v1/status", timeout: float = TIMEOUT) -> Reply:
     """The daemon's reply, within ``timeout`` whatever the daemon does (see api_client)."""
     return await asyncio.to_thread(call, path, method, target, timeout)
+
+
+def _share_with_admins(path: Path) -> None:
+    """The system scope's operators (group vllm-admin, whom polkit lets drive vllm@ units) get
+    the daemon's fast status too, not a fallback to systemd after a warning."""
+    if os.geteuid() != 0:
+        return
+    try:
+        gid = grp.getgrnam(ADMIN_GROUP).gr_gid
+    except KeyError:  # not installed from the package: root only, as before
+        return
+    os.chown(path, -1, gid)

@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("name", help=NAME_HELP)
         p.add_argument("--timeout", type=float, help="seconds to wait for ready")
         p.add_argument("--no-wait", action="store_true", help="return once the start is queued")
+        p.add_argument("--model", help="serve this model from now on: written to models.d/NAME.toml first")
 
     p = command("stop", "stop a deployment (graceful, then every process of the unit)")
     p.add_argument("name", help=NAME_HELP)
@@ -92,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("status", "one line per deployment: state, URL and what is wrong")
     p.add_argument("name", nargs="?")
     p.add_argument("--json", action="store_true", help="print {'deployments': [...]}")
+
+    p = command("doctor", "what is wrong with the host and each deployment, and what to do (exit 0/1/2: ok/warn/fail)")
+    p.add_argument("name", nargs="?", help="only this deployment (and the host)")
+    p.add_argument("--json", action="store_true", help="print {'ok', 'exit', 'findings': [{scope, check, level, ...}]}")
 
     p = command("gpus", "each GPU: memory, load, health, and the deployments and other processes on it")
     p.add_argument("--json", action="store_true", help="print {'backends': [...], 'devices': [...], 'error': ...}")
@@ -111,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help=NAME_HELP)
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("-n", "--lines", type=int, default=100)
+    p.add_argument(
+        "--since", metavar="WHEN", help="from WHEN on: journalctl's forms; files: 'YYYY-MM-DD HH:MM' or '10m'"
+    )
+    p.add_argument("--json", action="store_true", help="the agent's lines as the raw JSON it wrote")
 
     p = command("verify", "check a deployment's model on this host now: files, headers, checksums (no download)")
     p.add_argument("name", help=NAME_HELP)
@@ -218,7 +227,10 @@ def run_command(args: argparse.Namespace, engine_args: list[str] | None, connect
         config = _load(config_dir, user, name="")
         plugins = _plugins(config)
         if args.release is not None:
-            return release(plugins.gpu_backends(), config.state_dir, args.release)
+            code = release(plugins.gpu_backends(), config.state_dir, args.release)
+            # The daemon restarts what waited for the device now, not on its next tick.
+            asyncio.run(commands.tell_daemon(config))
+            return code
         return gpus(plugins.gpu_backends(), as_json=args.json, blocked=plugins.blocked(), state_dir=config.state_dir)
     if args.command == "verify":
         from .progress import ProgressLine
@@ -244,7 +256,8 @@ def run_command(args: argparse.Namespace, engine_args: list[str] | None, connect
         from .configdir import load_one
         from .logs import show_logs
 
-        return show_logs(load_one(config_dir, args.name, user=user), args.name, follow=args.follow, lines=args.lines)
+        config = load_one(config_dir, args.name, user=user)
+        return show_logs(config, args.name, follow=args.follow, lines=args.lines, since=args.since, raw=args.json)
     return asyncio.run(_with_units(args, engine_args, config_dir, user, connect))
 
 
@@ -257,6 +270,8 @@ async def _with_units(
     progress = ProgressLine(sys.stderr)
     if args.command == "status":
         return await commands.status(config_dir, user, connect, name=args.name, as_json=args.json)
+    if args.command == "doctor":
+        return await _doctor(config_dir, user, args, connect)
     if args.command == "reload":
         return await commands.reload(_load(config_dir, user, name=""))
     if args.command == "run":
@@ -269,6 +284,12 @@ async def _with_units(
             await units.close()
     config = _load(config_dir, user, getattr(args, "name", None))
     plugins = _plugins(config)
+    if args.command in ("start", "restart") and args.model is not None:  # before systemd: bad input fails alone
+        from .deployfile import set_model
+
+        config.deployment(args.name)  # DeploymentNotFound with its hint
+        set_model(config, args.name, args.model)
+        print(f"wrote {config.deployment_file(args.name)}: model = {args.model!r}")
     units = await connect(user)
     try:
         if args.command == "init":
@@ -287,6 +308,17 @@ async def _with_units(
         progress.clear()
         await units.close()
     raise AgentError(f"unknown command {args.command!r}")
+
+
+async def _doctor(config_dir: Path, user: bool, args: argparse.Namespace, connect: Connect) -> int:
+    from .configdir import load_config
+    from .doctor import default_probes, doctor
+
+    problems: list[str] = []
+    config = load_config(config_dir, user=user, problems=problems)  # doctor reports, it does not refuse
+    probes = default_probes()
+    probes.connect = connect
+    return await doctor(config, _plugins(config), args.name, as_json=args.json, probes=probes, problems=problems)
 
 
 def _load(config_dir: Path, user: bool, name: str | None = None) -> Config:

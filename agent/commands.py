@@ -19,7 +19,7 @@ from .credentials import read_credential
 from .deployfile import create
 from .desired import STOPPED, boot_target
 from .errors import AgentError, DaemonUnavailable, PortUnavailable
-from .install import enable_agent, install_units
+from .install import SERVICE_USER, enable_agent, install_units, system_dropins
 from .lifecycle import Deployments
 from .names import check_name
 from .plugins import Plugins, make_plugin_manager
@@ -162,6 +162,11 @@ async def init(config: Config, units: UnitManager) -> int:
         print(f"installed {path}")
     if enable_agent(config):
         print(f"enabled vllm-agent.service ({boot_target(config.user)})")
+    if not config.user and not system_dropins(config):
+        print(
+            f"warning: no '{SERVICE_USER}' user: engines run as root, without the sandbox; install the "
+            "package (packaging/README.md) or create the user, then run init again"
+        )
     scope = "--user " if config.user else ""
     print(f"ready: units in {config.unit_dir}, deployments in {config.path / MODELS_DIR}")
     print(f"next: vllm-agent {scope}deploy NAME --model ORG/MODEL")

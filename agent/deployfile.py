@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from typing import Any
 
@@ -13,7 +14,7 @@ from .configdir import Config, deployment_from_data, format_errors
 from .errors import ConfigError, DeploymentExists
 from .fsutil import write_atomic
 from .lock import config_lock
-from .names import NAME_RE, check_model_id, check_name
+from .names import NAME_RE, check_model_id, check_name, model_id_problem
 from .ports import allocate_port
 
 
@@ -94,3 +95,39 @@ def with_top_level_key(text: str, key: str, value: int) -> str:
     at = next((i for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")), len(lines))
     lines.insert(at, f"{key} = {value}  # assigned by vllm-agent; keeps the port stable\n")
     return "".join(lines)
+
+
+_MODEL_LINE = re.compile(r"^(\s*)model\s*=.*$")
+
+
+def set_model(config: Config, name: str, model: str) -> Deployment:
+    """`start NAME --model M`: write ``model = M`` into models.d/NAME.toml, validated like the file
+    and under the config lock; bad input writes nothing. The other lines (comments too) stay."""
+    label = f"{MODELS_DIR}/{name}.toml"
+    problem = model_id_problem(model)
+    if problem:
+        raise ConfigError(
+            [f"{label}: model: {problem}"], hint="e.g. 'Qwen/Qwen2.5-0.5B-Instruct' or '/srv/models/llama'"
+        )
+    path = config.deployment_file(name)
+    with config_lock(config.path):
+        text = path.read_text()
+        lines = text.splitlines(keepends=True)
+        tables = next((i for i, line in enumerate(lines) if line.lstrip().startswith("[")), len(lines))
+        at = next((i for i in range(tables) if _MODEL_LINE.match(lines[i])), None)
+        if at is None:
+            raise ConfigError(
+                [f"{label}: model: no top-level 'model = ...' line to replace"], hint=f"edit {path} by hand"
+            )
+        lines[at] = tomli_w.dumps({"model": model})
+        updated = "".join(lines)
+        try:
+            deployment = deployment_from_data(name, tomllib.loads(updated), config.settings)
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError([f"{label}: {err}"], hint=f"fix {path} first; 'vllm-agent validate' checks it") from None
+        except ValidationError as err:
+            raise ConfigError(format_errors(label, err, Deployment)) from None
+        if updated != text:
+            write_atomic(path, updated)
+    config.deployments[name] = deployment
+    return deployment

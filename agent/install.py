@@ -7,6 +7,8 @@ must run this very installation of vllm-agent.
 from __future__ import annotations
 
 import os
+import pwd
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -19,6 +21,24 @@ from .render import agent_command
 AGENT_UNIT = "vllm-agent.service"
 GATEWAY_UNIT = "vllm-agent-gateway.service"
 TEMPLATES = ("vllm@.service", AGENT_UNIT, GATEWAY_UNIT)
+# The system scope's engine user and sandbox (User=vllm, ProtectSystem=strict, ...): a user
+# manager cannot switch users, so the user scope never gets it.
+SYSTEM_DROPINS = ("vllm@.service.d/10-system.conf",)
+SERVICE_USER = "vllm"
+
+
+def system_dropins(config: Config, *, lookup: Callable[[str], object] = pwd.getpwnam) -> tuple[str, ...]:
+    """The sandbox drop-in, where its user exists. The package creates it (sysusers.d); a pip
+    install without it keeps engines as root rather than failing every start with 217/USER."""
+    if config.user:
+        return ()
+    try:
+        lookup(SERVICE_USER)
+    except KeyError:
+        return ()
+    return SYSTEM_DROPINS
+
+
 PACKAGED_COMMAND = "/usr/bin/vllm-agent"
 
 
@@ -34,10 +54,13 @@ def unit_text(template: str, *, user: bool, command: list[str] | None = None, co
     return text.replace(PACKAGED_COMMAND, launcher)
 
 
-def install_units(config: Config, *, command: list[str] | None = None) -> list[Path]:
-    """Write the units whose text changed; return those written."""
+def install_units(
+    config: Config, *, command: list[str] | None = None, dropins: Sequence[str] | None = None
+) -> list[Path]:
+    """Write the units (and ``dropins``, default: system_dropins) whose text changed; return
+    those written."""
     written = []
-    for template in TEMPLATES:
+    for template in (*TEMPLATES, *(system_dropins(config) if dropins is None else dropins)):
         path = config.unit_dir / template
         text = unit_text(template, user=config.user, command=command, config_dir=config.path)
         if template in (AGENT_UNIT, GATEWAY_UNIT) and config.settings.log_dir is not None:

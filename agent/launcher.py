@@ -36,6 +36,7 @@ from .notify import Notifier
 from .plugin_api import EngineTarget, ResolvedModel, TestContext
 from .plugins import Plugins
 from .ports import check_port_free
+from .progress import engine_phase
 from .render import EXIT_CONFIG
 from .state import StateStore
 from .supervise import Supervisor
@@ -297,8 +298,9 @@ class Launcher:
                     pass  # refused while loading: vLLM listens only once the model is loaded
                 if now - last_status >= 1.0:
                     last_status = now
-                    line = (self.engine.tail[-1] if self.engine.tail else "")[:100]
-                    self._status(f"waiting for health: engine loading ({now - self.started:.0f}s) {line}".rstrip())
+                    # The phase parsed from vLLM's lines (agent/progress.py), not its last raw line.
+                    phase = engine_phase(self.engine.tail) or "starting the engine"
+                    self._status(f"waiting for health: engine loading ({now - self.started:.0f}s): {phase}")
                 await asyncio.wait({exited, stopping}, timeout=POLL)
 
     async def _run_tests(self, target: EngineTarget, exited: asyncio.Task[int], stopping: asyncio.Task[bool]) -> bool:

@@ -92,7 +92,9 @@ def render(
             for variable, value in pin_environment(visible_devices, gpu_vendor)
         ]
     # Only for a unit that closes /dev (agent/gpu/devnodes.py): exactly the pinned devices' nodes.
-    service += ["DeviceAllow=" + unitescape.plain(node, "gpus") for node in device_allow]
+    if device_allow:
+        # An empty DeviceAllow= first: the system template's GPU classes would grant every device.
+        service += ["DeviceAllow="] + ["DeviceAllow=" + unitescape.plain(node, "gpus") for node in device_allow]
     service += _credentials(config)
     service += [
         # The launcher extends this while the engine shows progress and enforces the whole

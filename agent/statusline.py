@@ -17,8 +17,10 @@ def one_line(row: Mapping[str, Any]) -> str:
         parts.append("(config changed; 'vllm-agent restart' applies it)")
     if row.get("reason"):
         parts.append(row["reason"])
-    if row.get("hint") and needs_operator(row):
-        parts.append(f"hint: {row['hint']}")
+    if needs_operator(row):
+        if row.get("hint"):
+            parts.append(f"hint: {row['hint']}")
+        parts.append(f"(more: vllm-agent doctor {row.get('name', '')})")
     return "  ".join(part for part in parts if part)
 
 

@@ -19,7 +19,7 @@ from harness import LONG_LIVED_CHILDREN, UserManager, user_manager_available
 from harness.ci import allowed_in_ci, in_ci, missing
 
 TESTS = Path(__file__).parent
-TIERS = ("unit", "systemd", "e2e", "vllm")
+TIERS = ("unit", "systemd", "e2e", "system", "vllm")
 _SETTLE_GRACE = 1.0  # seconds a just-stopped child may take to be reaped
 
 

@@ -85,6 +85,7 @@ class GpuWatch:
         except Exception as err:
             self.log.warning("GPU Xid events not watched", backend=name, error=_text(err))
             return
+        self.log.info("GPU Xid events watched", backend=name)
         try:
             while not self._stopping.is_set():
                 try:

@@ -89,6 +89,7 @@ DEFAULT_MODEL = "facebook/opt-125m"
 EXIT_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 ENGINE_NAME = "VLLM::EngineCore"
 ENGINE_CORE_FLAG = "--fake-run-engine-core"  # internal: how the script starts its child
+SHARDS = 4  # the fake's "checkpoint shards", for the load-phase lines
 DEATH_EXIT_DELAY = 1.0  # real vLLM 0.32, idle: /health 503, then exit 0 1.0 s after its EngineCore died
 CORE_IGNORES_TERM = "FAKE_VLLM_CORE_IGNORES_TERM"  # internal: ignore-sigterm, for the child
 
@@ -1301,20 +1302,39 @@ class Main:
         # the KV cache profile): quiet, unless a mode draws a progress bar.
         load_time = cfg["load_time"]
         bar_every = modes.get("cr-progress")
-        if "quiet-load" not in modes:
+        quiet = "quiet-load" in modes
+        if not quiet:
             vlog("INFO", "cpu_model_runner.py:68", f"Starting to load model {cfg['model']}...", prefix="(Worker)")
+        # Real vLLM's load phases, in its words: the shards bar (weight_utils.py, one line per
+        # shard), then "Loading weights took", then the CPU runner's warm-up (cpu_model_runner.py).
+        weights_time = 0.7 * load_time
+        shown = -1
         t0 = time.monotonic()
         while True:
             elapsed = time.monotonic() - t0
-            pct = 100 if load_time == 0 else min(100, int(100 * elapsed / load_time))
+            done = SHARDS if weights_time <= 0 else min(SHARDS, int(SHARDS * elapsed / weights_time))
+            pct = 100 * done // SHARDS
+            left = (SHARDS - done) * weights_time / SHARDS
+            rate = done / elapsed if elapsed > 0 else 0.0
+            bar = (  # vLLM's own bar format (weight_utils.py _BAR_FORMAT)
+                f"Loading safetensors checkpoint shards: {pct:3d}% Completed | {done}/{SHARDS} "
+                f"[{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}<{int(left) // 60:02d}:{int(left) % 60:02d}, "
+                f"{rate:5.2f}it/s]"
+            )
             if bar_every is not None:
-                _write_raw(f"\rLoading safetensors checkpoint shards: {pct:3d}% Completed | {pct}/100 [{elapsed:.1f}s]")
+                _write_raw("\r" + bar)
+            elif not quiet and done != shown:
+                _write_raw(bar + "\n")
+            if done == SHARDS and shown != SHARDS and not quiet:
+                if bar_every is not None:
+                    _write_raw("\n")
+                vlog("INFO", "default_loader.py:501", f"Loading weights took {elapsed:.2f} seconds", prefix="(Worker)")
+                vlog("INFO", "cpu_model_runner.py:87", "Warming up model for the compilation...", prefix="(Worker)")
+            shown = done
             if elapsed >= load_time or self.engine_core.poll() is not None:
                 break
             if self.wait_signal(min(bar_every or 0.5, load_time - elapsed)) is not None:
                 self.graceful_exit(0)
-        if bar_every is not None:
-            _write_raw("\n")
         if "exit-at-start" in modes or self.engine_core.poll() is not None:
             self.fail(
                 [
@@ -1323,7 +1343,9 @@ class Main:
                     "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}",
                 ]
             )
-        vlog("INFO", "default_loader.py:501", f"Loading weights took {load_time:.2f} seconds", prefix="(Worker)")
+        if quiet:  # silent while loading, as before: its first words come once loaded
+            vlog("INFO", "default_loader.py:501", f"Loading weights took {load_time:.2f} seconds", prefix="(Worker)")
+        vlog("INFO", "cpu_model_runner.py:91", "Warming up done.", prefix="(Worker)")
 
         sock.listen(128)
         engine = Engine(cfg)

@@ -276,6 +276,11 @@ class FakeNvml:
         struct = pynvml.struct_c_nvmlEventSet_t()
         event_set = pynvml.c_nvmlEventSet_t(struct)
         self._sets[_address(event_set)] = (struct, set(), deque())
+        if self.xid_file is not None and len(self._sets) == 1 and self.xid_file.exists():
+            # As NVML: a new event set sees only what the driver raises from now on, not the
+            # lines an earlier session (a daemon before its reload) already took.
+            data = self.xid_file.read_bytes()
+            self._xid_offset = data.rfind(b"\n") + 1
         return event_set
 
     def nvmlDeviceRegisterEvents(

@@ -56,7 +56,8 @@ def test_an_injected_xid_79_quarantines_a_device_and_moves_or_stops_its_deployme
     before = {name: visible_device(user_manager, name) for name in ("mover", "stopper")}
     assert before["mover"] != before["stopper"]
     user_manager.systemctl("start", "vllm-agent.service")
-    wait_for("the daemon ready", lambda: "daemon ready" in agent.log("vllm-agent"))
+    # An Xid the driver raises before the watch registered goes nowhere (as in NVML): wait for it.
+    wait_for("the daemon's Xid watch", lambda: "GPU Xid events watched" in agent.log("vllm-agent"))
 
     # move: the daemon restarts it, and placement gives it the one device that is left.
     with fake_gpus.open("a") as xids:

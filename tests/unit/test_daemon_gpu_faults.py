@@ -135,6 +135,7 @@ async def test_an_xid_79_quarantines_the_device_and_each_deployment_gets_what_it
     assert units.calls.count(("start", "vllm@s.service")) == starts
     assert set(quarantined(setup)) == {placed["s"], placed["m"], placed["k"]}
     QuarantineStore(setup.config_dir.parent / "state").release(placed["s"])
+    await asyncio.to_thread(call, setup.socket, "POST", "/v1/reload")  # as `gpus --release` tells the daemon
     await wait_until("s started after the release", lambda: units.calls.count(("start", "vllm@s.service")) > starts)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from vllm_agent.config import AgentSettings
 from vllm_agent.configdir import Config
-from vllm_agent.install import install_units, unit_text
+from vllm_agent.install import install_units, system_dropins, unit_text
 
 
 def test_system_units_keep_the_packaged_shape_but_run_this_install() -> None:
@@ -33,3 +33,33 @@ def test_gateway_unit_runs_the_gateway_of_this_installation(tmp_path: Path) -> N
     text = unit_text("vllm-agent-gateway.service", user=True, command=["/opt/va/bin/vllm-agent"], config_dir=tmp_path)
     assert f"ExecStart=/opt/va/bin/vllm-agent --user --config-dir {tmp_path} gateway" in text
     assert "Type=notify" in text and "WatchdogSec=" in text and "WantedBy=default.target" in text
+
+
+def test_system_init_runs_engines_as_the_service_user_in_a_sandbox(tmp_path: Path) -> None:
+    """The system scope gets the drop-in with User=vllm and the sandbox; a user manager, which
+    cannot switch users, never does."""
+    system = Config(path=tmp_path / "conf", user=False, settings=AgentSettings(unit_dir=tmp_path / "system"))
+    dropins = system_dropins(system, lookup=lambda name: {"vllm": object()}[name])
+    written = install_units(system, command=["/opt/va/bin/vllm-agent"], dropins=dropins)
+    dropin = tmp_path / "system" / "vllm@.service.d" / "10-system.conf"
+    assert dropin in written
+    lines = dropin.read_text().splitlines()
+    sandbox = ("User=vllm", "NoNewPrivileges=yes", "ProtectSystem=strict", "CapabilityBoundingSet=", "PrivateTmp=yes")
+    for line in sandbox:
+        assert line in lines
+    user = Config(path=tmp_path / "uconf", user=True, settings=AgentSettings(unit_dir=tmp_path / "user"))
+    install_units(user, command=["/opt/va/bin/vllm-agent"])
+    assert not (tmp_path / "user" / "vllm@.service.d").exists()
+
+
+def test_system_init_without_the_service_user_keeps_engines_startable(tmp_path: Path) -> None:
+    """No vllm user (a pip install, not the package): no User=vllm drop-in that would fail
+    every start with 217/USER."""
+    system = Config(path=tmp_path / "conf", user=False, settings=AgentSettings(unit_dir=tmp_path / "system"))
+
+    def nobody(name: str) -> object:
+        raise KeyError(name)
+
+    assert system_dropins(system, lookup=nobody) == ()
+    install_units(system, command=["/opt/va/bin/vllm-agent"], dropins=system_dropins(system, lookup=nobody))
+    assert not (tmp_path / "system" / "vllm@.service.d").exists()
