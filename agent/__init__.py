@@ -6,6 +6,13 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+HOOK_API_VERSION = "1.0"
+"""The version of the hook and provider Protocol surface (docs/plugins.md). A minor step adds
+(a hook, an optional parameter, a provider method with a default); a major step breaks. A plugin
+declares what it supports as ``VLLM_AGENT_HOOK_API = ">=1.0,<2"`` on its registered module."""
+
+HOOK_API_ATTRIBUTE = "VLLM_AGENT_HOOK_API"
+
 PROJECT = "vllm_agent"
 
 

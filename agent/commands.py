@@ -58,18 +58,24 @@ def validate(config_dir: Path, user: bool, *, as_json: bool) -> int:
 
 
 def plugins(plugins: Plugins, *, as_json: bool) -> int:
+    from . import HOOK_API_VERSION
+
     rows = plugins.info()
     if as_json:
         _json(
             {
+                "hook_api": HOOK_API_VERSION,
                 "plugins": [row.__dict__ | {"providers": list(row.providers)} for row in rows],
                 "blocked": plugins.blocked(),
             }
         )
         return 0
     width = max((len(row.name) for row in rows), default=4)
+    print(f"hook API {HOOK_API_VERSION}")
     for row in rows:
-        print(f"{row.name:<{width}}  {row.distribution:<24}  {', '.join(row.providers) or '-'}")
+        api = f"hook API {row.hook_api}" if row.hook_api else "-"
+        detail = ", ".join(row.providers) or "-" if row.status == "loaded" else row.reason
+        print(f"{row.name:<{width}}  {row.distribution:<24}  {row.status:<7}  {api:<20}  {detail}")
     for name in plugins.blocked():
         print(f"{name:<{width}}  (blocked in agent.toml)")
     return 0
@@ -245,7 +251,7 @@ async def test(config: Config, units: UnitManager, plugins: Plugins, name: str, 
     from dataclasses import asdict
 
     from .plugin_api import EngineTarget, TestContext
-    from .testing import run_spec, test_specs
+    from .posttests import run_spec, test_specs
 
     deployment = config.deployment(name)
     if deployment.mode == "external":

@@ -76,6 +76,8 @@ class Daemon:
         for problem in problems:
             self.log.error("config problem; that deployment is left as it is", problem=problem)
         self.plugins: Plugins = make_plugin_manager(self.config.settings, extra=self._extra_plugins)
+        for problem in self.plugins.problems():  # one line each; the other plugins run
+            self.log.error("plugin skipped", problem=problem)
         self.store = StateStore(self.config.state_dir)
         self.history = History(self.config.state_dir)
         self.watcher = Watcher(self.store, self.history, self.plugins, self.log)
@@ -214,6 +216,8 @@ class Daemon:
             self.log.error("config problem; that deployment is left as it is", problem=problem)
         self.config = config
         self.plugins = make_plugin_manager(config.settings, extra=self._extra_plugins)
+        for problem in self.plugins.problems():
+            self.log.error("plugin skipped", problem=problem)
         self.watcher.plugins = self.plugins
         await asyncio.to_thread(self.gpu_watch.stop)  # the new plugins' backends are watched now
         self.gpu_watch.start(self.plugins.gpu_backends())

@@ -40,7 +40,7 @@ from .progress import engine_phase
 from .render import EXIT_CONFIG
 from .state import StateStore
 from .supervise import Supervisor
-from .testing import TestsFailed, run_post_start_tests
+from .posttests import TestsFailed, run_post_start_tests
 from .urls import local_url
 
 EXIT_ENGINE = 1  # the engine failed: systemd may restart it
@@ -94,6 +94,8 @@ class Launcher:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
+        for problem in self.plugins.problems():  # in this deployment's log; the rest still runs
+            self.log.warning("plugin skipped", problem=problem)
         try:
             return await self._run(stop)
         except LaunchFailure as failure:

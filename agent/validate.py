@@ -53,13 +53,13 @@ def _plugin_problems(config: Config, plugins) -> list[str]:  # noqa: ANN001 - Pl
         if deployment.mode != "external" and deployment.source_name not in sources:
             found.append(
                 f"{label}: source: no model source named {deployment.source_name!r} "
-                f"(available: {', '.join(sorted(sources)) or 'none'})"
+                f"(available: {', '.join(sorted(sources)) or 'none'}){plugins.unloaded_note()}"
             )
         for check in deployment.health.checks:
             if check not in strategies:
                 found.append(
                     f"{label}: health.checks: no health strategy named {check!r} "
-                    f"(available: {', '.join(sorted(strategies)) or 'none'})"
+                    f"(available: {', '.join(sorted(strategies)) or 'none'}){plugins.unloaded_note()}"
                 )
         context = TestContext(config_dir=config.path, deployment=deployment)
         for index, spec in enumerate(deployment.tests or []):
@@ -67,10 +67,13 @@ def _plugin_problems(config: Config, plugins) -> list[str]:  # noqa: ANN001 - Pl
             if runner is None:
                 found.append(
                     f"{label}: tests[{index}].runner: no test runner named {spec.runner!r} "
-                    f"(available: {', '.join(sorted(runners)) or 'none'})"
+                    f"(available: {', '.join(sorted(runners)) or 'none'}){plugins.unloaded_note()}"
                 )
                 continue
-            found += [f"{label}: tests[{index}]: {problem}" for problem in runner.problems(spec, context)]
+            try:
+                found += [f"{label}: tests[{index}]: {problem}" for problem in runner.problems(spec, context)]
+            except AgentError as err:  # a bug in the runner's plugin, named by the plugin host
+                found.append(f"{label}: tests[{index}]: {err.message}")
     return found
 
 

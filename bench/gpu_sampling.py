@@ -2,7 +2,7 @@
 """GPU sampling cost (issue 10): the daemon's per-device metrics with 8 fake NVIDIA devices.
 
 The real nvml backend reads every device (memory, utilisation, temperature, power, MIG mode,
-processes, ECC, retired pages, remapped rows) through the fake pynvml (tests/fakes/pynvml_fake.py,
+processes, ECC, retired pages, remapped rows) through the fake pynvml (agent/testing/pynvml_fake.py,
 pynvml's own structures) and GpuSampler renders the Prometheus text. The sampler reads at most
 every 5 s; a scrape in between only renders. This measures the CPU time (process_time) of both
 and states it as a share of one core when the daemon samples every 5 s and is scraped every
@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from fakes.pynvml_fake import FakeGpu, FakeNvml  # noqa: E402
+from vllm_agent.testing.pynvml_fake import FakeGpu, FakeNvml  # noqa: E402
 from vllm_agent.gpu.metrics import INTERVAL, GpuSampler  # noqa: E402
 from vllm_agent_plugins.gpu_nvml import NvmlBackend  # noqa: E402
 

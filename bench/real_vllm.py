@@ -50,7 +50,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from harness.agent_cli import agent_env  # noqa: E402
 from harness.real_vllm import MODEL_DIR, VLLM_PYTHON, deployment_toml  # noqa: E402
-from harness.user_manager import UserManager  # noqa: E402
+from vllm_agent.testing.user_manager import UserManager  # noqa: E402
 
 AGENT = Path(sys.executable).parent / "vllm-agent"
 ENGINE_FLAGS = ["--max-model-len", "256", "--enforce-eager", "--dtype", "bfloat16"]

@@ -1,6 +1,6 @@
 """GPU backend ``nvml``: NVIDIA devices through NVML (the nvidia-ml-py package, module pynvml).
 
-The library object is injectable so tests run against tests/fakes/pynvml_fake.py; the default is
+The library object is injectable so tests run against agent/testing/pynvml_fake.py; the default is
 the real pynvml, imported lazily. Each call opens and closes its own NVML session (nvmlInit is
 reference-counted), so a snapshot in one thread and an Xid watch in another do not interfere.
 """

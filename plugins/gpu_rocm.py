@@ -2,7 +2,7 @@
 
 Without ROCm, ``import amdsmi`` itself fails (with a KeyError, after printing a message): then the
 hook offers no backend. The library object is injectable so tests run against
-tests/fakes/amdsmi_fake.py.
+agent/testing/amdsmi_fake.py.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def user_manager() -> Iterator[UserManager]:
-    """One private ``systemd --user`` per session (see tests/harness/user_manager.py).
+    """One private ``systemd --user`` per session (see agent/testing/user_manager.py).
 
     Clients in this process reach it through sd_bus_open_user(), which reads only the process
     environment: for the session, XDG_RUNTIME_DIR points at the manager and

@@ -1,7 +1,7 @@
 """Test harnesses that run real things: a private systemd user manager; the fake vLLM engine
 (``harness.fake_engine``, imported from there)."""
 
-from .user_manager import (
+from vllm_agent.testing.user_manager import (
     LONG_LIVED_CHILDREN,
     UserManager,
     UserManagerError,

@@ -1,4 +1,4 @@
-"""Run the fake vLLM engine (tests/fakes/fake_vllm.py) as a real process, and look at processes in /proc.
+"""Run the fake vLLM engine (agent/testing/fake_vllm.py) as a real process, and look at processes in /proc.
 
 One implementation for every test that needs the engine: ``Fake`` starts it on a loopback port
 the kernel chose (see ports.py) in its own process group, waits for it failing fast (with its
@@ -20,9 +20,11 @@ from typing import Any, TypeVar
 
 import httpx
 
+from vllm_agent.testing.engine import SCRIPT as ENGINE_SCRIPT
+
 from .ports import PortLease
 
-SCRIPT = Path(__file__).resolve().parents[1] / "fakes" / "fake_vllm.py"
+SCRIPT = ENGINE_SCRIPT  # the one copy, shipped in the package for plugin authors
 ENGINE_NAME = "VLLM::EngineCore"  # argv[0] of the engine child, set at exec
 ENGINE_COMM = ENGINE_NAME[:15]  # /proc/PID/comm keeps 15 characters, set later by prctl
 

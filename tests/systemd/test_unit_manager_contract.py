@@ -1,6 +1,6 @@
 """One contract for every UnitManager.
 
-The same tests run against the in-memory fake (tests/fakes/unit_manager.py) and the real client
+The same tests run against the in-memory fake (agent/testing/unit_manager.py) and the real client
 driving a private systemd user manager, so the fake can stand in for systemd wherever these
 tests look.
 """

@@ -1,7 +1,7 @@
 """The contract, continued: what systemd does on its own, as a unit file tells it to.
 
 Restart=, RestartPreventExitStatus=, the start limit, Type=notify readiness and the watchdog,
-each run against the fake (tests/fakes/unit_manager.py) and a real user manager, so code tested
+each run against the fake (agent/testing/unit_manager.py) and a real user manager, so code tested
 against the fake meets the same behaviour from systemd 252.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from fakes.unit_manager import FakeUnit
+from vllm_agent.testing.unit_manager import FakeUnit
 from unit_backends import EVENT_TIMEOUT, Backend, next_event, state_where
 from vllm_agent.systemd import CLD_DUMPED, CLD_EXITED, CLD_KILLED, UnitState
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from fakes.unit_manager import FakeUnit, FakeUnitManager
+from vllm_agent.testing.unit_manager import FakeUnit, FakeUnitManager
 from harness import UserManager
 from vllm_agent.systemd import UnitEvent, UnitManager, UnitState, UnitWatch
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import structlog
-from fakes.unit_manager import FakeUnitManager
+from vllm_agent.testing.unit_manager import FakeUnitManager
 from vllm_agent import hookimpl
 from vllm_agent.api_client import call
 from vllm_agent.daemon import Daemon

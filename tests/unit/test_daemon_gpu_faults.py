@@ -2,7 +2,7 @@
 and stops, moves or keeps the deployments on it as each asks; /metrics shows every device.
 
 Runs the real Daemon against the fake unit manager, with the real nvml backend over the fake
-pynvml (tests/fakes/pynvml_fake.py) registered as a site plugin, whose driver raises Xid events
+pynvml (agent/testing/pynvml_fake.py) registered as a site plugin, whose driver raises Xid events
 and changes health counters when the test says so.
 """
 
@@ -14,8 +14,8 @@ import threading
 from collections.abc import Callable
 
 import test_daemon
-from fakes.pynvml_fake import FakeNvml
-from fakes.unit_manager import FakeUnitManager
+from vllm_agent.testing.pynvml_fake import FakeNvml
+from vllm_agent.testing.unit_manager import FakeUnitManager
 from test_daemon import HangingGpus, Setup, Systemd, wait_until
 from vllm_agent import hookimpl
 from vllm_agent.api_client import call

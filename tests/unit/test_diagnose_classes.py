@@ -131,7 +131,7 @@ CASES: dict[str, tuple[list[str], str]] = {
         ],
         "crash loop",
     ),
-    # agent/testing.py's TestsFailed message as the launcher logs it.
+    # agent/posttests.py's TestsFailed message as the launcher logs it.
     "test-failed": (
         [
             '<3>{"deployment": "tiny", "reason": "post-start test openai-smoke failed: /v1/completions answered '

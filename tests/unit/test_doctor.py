@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
-from fakes.unit_manager import FakeUnit, FakeUnitManager
+from vllm_agent.testing.unit_manager import FakeUnit, FakeUnitManager
 from harness.agent_cli import write_tiny_model_dir
 from vllm_agent.configdir import Config, load_config
 from vllm_agent.desired import DesiredStates

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from fakes.pynvml_fake import FakeNvml
-from fakes.unit_manager import FakeUnit, FakeUnitManager
+from vllm_agent.testing.pynvml_fake import FakeNvml
+from vllm_agent.testing.unit_manager import FakeUnit, FakeUnitManager
 from test_doctor import engine, make_config, probes
 from vllm_agent import hookimpl
 from vllm_agent.config import AgentSettings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from fakes.unit_manager import FakeUnit, FakeUnitManager
+from vllm_agent.testing.unit_manager import FakeUnit, FakeUnitManager
 from vllm_agent.errors import SystemdUnavailable
 from vllm_agent.systemd import CLD_EXITED
 

@@ -1,4 +1,4 @@
-"""The fake vLLM engine (tests/fakes/fake_vllm.py) behaves like the real server where tests rely on it.
+"""The fake vLLM engine (agent/testing/fake_vllm.py) behaves like the real server where tests rely on it.
 
 It runs through the shared harness (tests/harness/fake_engine.py) and the ``start_fake`` and
 ``ready_fake`` fixtures (tests/unit/conftest.py), so these tests check those too.

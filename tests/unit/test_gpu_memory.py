@@ -29,7 +29,7 @@ from vllm_agent.state import StateStore
 from vllm_agent_plugins.gpu_nvml import NvmlBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, home of the fakes package
-from fakes.pynvml_fake import FakeGpu, FakeMig, FakeNvml  # noqa: E402
+from vllm_agent.testing.pynvml_fake import FakeGpu, FakeMig, FakeNvml  # noqa: E402
 
 GiB = 1024**3
 UUID0 = "GPU-00000000-0000-0000-0000-000000000000"

@@ -1,6 +1,6 @@
 """GPU backend "nvml": NVIDIA devices, their health, Xid events, and the NVML failures an operator can fix.
 
-The contract test runs one body against the fake (tests/fakes/pynvml_fake.py) and, on a host
+The contract test runs one body against the fake (agent/testing/pynvml_fake.py) and, on a host
 with an NVIDIA driver, against the real pynvml. CI has no GPU: the real variant skips there.
 """
 
@@ -20,7 +20,7 @@ from vllm_agent_plugins import gpu_nvml
 from vllm_agent_plugins.gpu_nvml import NvmlBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, home of the fakes package
-from fakes.pynvml_fake import FakeGpu, FakeMig, FakeNvml  # noqa: E402
+from vllm_agent.testing.pynvml_fake import FakeGpu, FakeMig, FakeNvml  # noqa: E402
 
 GiB = 1024**3
 

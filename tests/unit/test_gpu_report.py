@@ -13,7 +13,7 @@ from vllm_agent.plugin_api import XidEvent
 from vllm_agent_plugins.gpu_nvml import NvmlBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, home of the fakes package
-from fakes.pynvml_fake import FakeGpu, FakeNvml  # noqa: E402
+from vllm_agent.testing.pynvml_fake import FakeGpu, FakeNvml  # noqa: E402
 
 GiB = 1024**3
 V2_UNIT = "0::/user.slice/user-0.slice/user@0.service/app.slice/vllm@qwen-7b.service\n"

@@ -1,4 +1,4 @@
-"""GPU backend "rocm": AMD devices through amdsmi, tested against tests/fakes/amdsmi_fake.py.
+"""GPU backend "rocm": AMD devices through amdsmi, tested against agent/testing/amdsmi_fake.py.
 
 amdsmi is not installed here (and needs ROCm to import), so the contract test's real variant
 skips unless a ROCm host runs it.
@@ -18,8 +18,8 @@ from vllm_agent_plugins import gpu_rocm
 from vllm_agent_plugins.gpu_rocm import RocmBackend, import_amdsmi
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, home of the fakes package
-from fakes import amdsmi_fake  # noqa: E402
-from fakes.amdsmi_fake import FakeAmdGpu, FakeAmdSmi  # noqa: E402
+from vllm_agent.testing import amdsmi_fake  # noqa: E402
+from vllm_agent.testing.amdsmi_fake import FakeAmdGpu, FakeAmdSmi  # noqa: E402
 
 GiB = 1024**3
 

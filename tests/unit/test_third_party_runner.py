@@ -14,7 +14,7 @@ from vllm_agent.config import AgentSettings, Deployment
 from vllm_agent.errors import PluginError
 from vllm_agent.plugin_api import EngineTarget, TestContext
 from vllm_agent.plugins import make_plugin_manager
-from vllm_agent.testing import TestsFailed, run_post_start_tests
+from vllm_agent.posttests import TestsFailed, run_post_start_tests
 
 MODULE = "site_check_plugin"
 

@@ -13,41 +13,25 @@ venv). It offers nothing unless ``VLLM_AGENT_FAKE_GPUS`` names a description fil
       ]
     }
 
-Device keys are the fields of tests/fakes/pynvml_fake.py's FakeGpu (``mig``: a list of FakeMig
+Device keys are the fields of vllm_agent.testing.pynvml_fake's FakeGpu (``mig``: a list of FakeMig
 fields). Relative paths are relative to the file. The file is read again whenever it changes, so a
 test can move memory or add processes between two commands.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from vllm_agent import hookimpl
 from vllm_agent.plugin_api import AgentSettings, GpuBackend
+from vllm_agent.testing import pynvml_fake as fake
 from vllm_agent_plugins.gpu_nvml import NvmlBackend
 
 ENV = "VLLM_AGENT_FAKE_GPUS"
-_FAKE = Path(__file__).resolve().parents[2] / "fakes" / "pynvml_fake.py"
-
-
-def _load_fake() -> Any:
-    name = "vllm_agent_fakegpu_pynvml"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, _FAKE)
-        assert spec is not None and spec.loader is not None, _FAKE
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-fake = _load_fake()
 
 
 class FileNvml(fake.FakeNvml):

@@ -1,0 +1,1 @@
+"""An example vllm-agent plugin (see plugin.py for what it registers)."""
