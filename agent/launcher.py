@@ -36,11 +36,11 @@ from .notify import Notifier
 from .plugin_api import EngineTarget, ResolvedModel, TestContext
 from .plugins import Plugins
 from .ports import check_port_free
+from .posttests import TestsFailed, run_post_start_tests
 from .progress import engine_phase
 from .render import EXIT_CONFIG
 from .state import StateStore
 from .supervise import Supervisor
-from .posttests import TestsFailed, run_post_start_tests
 from .urls import local_url
 
 EXIT_ENGINE = 1  # the engine failed: systemd may restart it

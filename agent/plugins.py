@@ -12,8 +12,6 @@ import structlog
 from . import PROJECT, hookspecs
 from .config import AgentSettings, Deployment
 from .errors import AgentError, PluginError
-from .plugin_guard import guard, plugin_failure
-from .plugin_load import IN_CODE, PluginRecord, declared_api, drop_unknown_hooks, load_entry_points, register
 from .plugin_api import (
     AgentEvent,
     GpuBackend,
@@ -22,6 +20,8 @@ from .plugin_api import (
     ModelSource,
     TestRunner,
 )
+from .plugin_guard import guard, plugin_failure
+from .plugin_load import IN_CODE, PluginRecord, declared_api, drop_unknown_hooks, load_entry_points, register
 
 ENTRY_POINT_GROUP = PROJECT
 P = TypeVar("P")
@@ -73,9 +73,7 @@ def make_plugin_manager(
 class Plugins:
     """One typed method per hook; results are attributed to the plugin that returned them."""
 
-    def __init__(
-        self, pm: pluggy.PluginManager, settings: AgentSettings, records: Iterable[PluginRecord] = ()
-    ) -> None:
+    def __init__(self, pm: pluggy.PluginManager, settings: AgentSettings, records: Iterable[PluginRecord] = ()) -> None:
         self.pm = pm
         self.settings = settings
         self.records: dict[str, PluginRecord] = {record.name: record for record in records}

@@ -25,8 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from vllm_agent.testing.pynvml_fake import FakeGpu, FakeNvml  # noqa: E402
 from vllm_agent.gpu.metrics import INTERVAL, GpuSampler  # noqa: E402
+from vllm_agent.testing.pynvml_fake import FakeGpu, FakeNvml  # noqa: E402
 from vllm_agent_plugins.gpu_nvml import NvmlBackend  # noqa: E402
 
 GiB = 1024**3

@@ -109,7 +109,9 @@ def test_a_stalled_download_fails_with_the_reason_and_the_restart_resumes_it(
     wait_for("the hold to be reached", lambda: hub.holding.is_set(), timeout=60)
     wait_for("the resumed download to serve", lambda: hf_agent.status("stuck")["state"] == "ready", timeout=180)
     assert int(user_manager.show("vllm@stuck.service", "NRestarts")["NRestarts"]) == 1
-    failures = [line for line in hf_agent.ok("logs", "stuck", "--json").stdout.splitlines() if '"event": "failed"' in line]
+    failures = [
+        line for line in hf_agent.ok("logs", "stuck", "--json").stdout.splitlines() if '"event": "failed"' in line
+    ]
     assert len(failures) == 1, failures
     assert f"the download stalled: nothing received from {hub.url} for" in failures[0], failures[0]
     assert '"permanent": false' in failures[0]

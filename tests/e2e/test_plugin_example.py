@@ -49,7 +49,10 @@ def webhook(agent: AgentCli, user_manager) -> Iterator[list[dict]]:  # noqa: ANN
 
 
 def test_a_deployment_uses_the_example_plugins_check_runner_and_event_sink(
-    agent: AgentCli, model_dir: Path, user_manager, webhook: list[dict]  # noqa: ANN001
+    agent: AgentCli,
+    model_dir: Path,
+    user_manager,
+    webhook: list[dict],  # noqa: ANN001
 ) -> None:
     plugins = {row["name"]: row for row in json.loads(agent.ok("plugins", "--json").stdout)["plugins"]}
     assert plugins["example"]["status"] == "loaded", plugins.get("example")

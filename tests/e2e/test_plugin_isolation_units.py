@@ -33,7 +33,9 @@ def test_broken_plugins_fail_only_the_deployment_that_needs_them(agent: AgentCli
 
     done = agent.run("start", "needs", timeout=180)
     assert done.returncode != 0
-    reason = "plugin 'broken_provider' failed in model source 'broken-source'.resolve(): RuntimeError('resolve exploded')"
+    reason = (
+        "plugin 'broken_provider' failed in model source 'broken-source'.resolve(): RuntimeError('resolve exploded')"
+    )
     assert reason in done.stderr
     status = agent.status("needs")
     assert status["state"] == "failed" and status["restarts"] == 0, status  # a plugin bug is not retried

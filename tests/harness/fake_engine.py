@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-
 from vllm_agent.testing.engine import SCRIPT as ENGINE_SCRIPT
 
 from .ports import PortLease

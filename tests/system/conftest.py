@@ -62,7 +62,10 @@ def distro_roots(system_tier: None) -> dict[str, Path]:
 def distro_root(distro: str, distro_roots: dict[str, Path]) -> Path:
     if distro not in distro_roots:
         done = subprocess.run(
-            [str(REPO / "packaging" / "distro-root"), distro, *ROOT_PACKAGES], capture_output=True, text=True, timeout=900
+            [str(REPO / "packaging" / "distro-root"), distro, *ROOT_PACKAGES],
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
         if done.returncode != 0:
             missing(f"cannot build the {distro} root: {done.stderr.strip()[-500:]}")

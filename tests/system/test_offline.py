@@ -95,7 +95,9 @@ def test_rpm_file_list_scriptlets_and_install_into_a_scratch_root(root_copy: Pat
 
 
 @pytest.mark.parametrize(
-    ("linter", "distro"), [("lintian", "debian12"), ("lintian", "ubuntu2404"), ("rpmlint", "debian12")], indirect=["distro"]
+    ("linter", "distro"),
+    [("lintian", "debian12"), ("lintian", "ubuntu2404"), ("rpmlint", "debian12")],
+    indirect=["distro"],
 )
 def test_linters_report_no_errors(linter: str, packages: Packages) -> None:
     if linter == "lintian":

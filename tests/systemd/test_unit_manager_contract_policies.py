@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from vllm_agent.testing.unit_manager import FakeUnit
 from unit_backends import EVENT_TIMEOUT, Backend, next_event, state_where
 from vllm_agent.systemd import CLD_DUMPED, CLD_EXITED, CLD_KILLED, UnitState
+from vllm_agent.testing.unit_manager import FakeUnit
 
 CRASH_LOOP = FakeUnit(restart="always", exit_status=1, start_limit_burst=3, start_limit_interval_sec=60)
 

@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from vllm_agent.testing.unit_manager import FakeUnit, FakeUnitManager
 from harness import UserManager
 from vllm_agent.systemd import UnitEvent, UnitManager, UnitState, UnitWatch
+from vllm_agent.testing.unit_manager import FakeUnit, FakeUnitManager
 
 _units = itertools.count()
 EVENT_TIMEOUT = 10.0

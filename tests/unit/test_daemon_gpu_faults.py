@@ -14,8 +14,6 @@ import threading
 from collections.abc import Callable
 
 import test_daemon
-from vllm_agent.testing.pynvml_fake import FakeNvml
-from vllm_agent.testing.unit_manager import FakeUnitManager
 from test_daemon import HangingGpus, Setup, Systemd, wait_until
 from vllm_agent import hookimpl
 from vllm_agent.api_client import call
@@ -25,6 +23,8 @@ from vllm_agent.gpu.quarantine import QuarantineStore
 from vllm_agent.notify import Notifier
 from vllm_agent.plugin_api import AgentEvent, AgentSettings, GpuBackend
 from vllm_agent.state import StateStore
+from vllm_agent.testing.pynvml_fake import FakeNvml
+from vllm_agent.testing.unit_manager import FakeUnitManager
 from vllm_agent_plugins.gpu_nvml import NvmlBackend
 
 # The daemon tests' fixtures: a config directory, systemd's notify socket, daemons stopped after.

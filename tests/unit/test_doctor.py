@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import httpx
-from vllm_agent.testing.unit_manager import FakeUnit, FakeUnitManager
 from harness.agent_cli import write_tiny_model_dir
 from vllm_agent.configdir import Config, load_config
 from vllm_agent.desired import DesiredStates
@@ -21,6 +20,7 @@ from vllm_agent.doctor import Finding, Probes, examine, report, worst
 from vllm_agent.plugins import make_plugin_manager
 from vllm_agent.ports import Holder
 from vllm_agent.state import StateStore
+from vllm_agent.testing.unit_manager import FakeUnit, FakeUnitManager
 
 PORT = 18123  # never bound: the port-holder lookup is injected
 OOM_TAIL = (

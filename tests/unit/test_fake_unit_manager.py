@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from vllm_agent.testing.unit_manager import FakeUnit, FakeUnitManager
 from vllm_agent.errors import SystemdUnavailable
 from vllm_agent.systemd import CLD_EXITED
+from vllm_agent.testing.unit_manager import FakeUnit, FakeUnitManager
 
 
 async def test_an_unreachable_manager_refuses_calls() -> None:

@@ -22,7 +22,6 @@ from harness.agent_cli import write_tiny_model_dir
 from harness.fake_engine import SCRIPT
 from harness.ports import agent_port
 from vllm_agent import hookimpl
-from vllm_agent.commands import launch
 from vllm_agent.configdir import load_one
 from vllm_agent.engine import engine_argv
 from vllm_agent.launcher import EXIT_ENGINE, Launcher

@@ -54,7 +54,9 @@ def test_a_plugin_with_an_incompatible_hook_api_is_refused_in_one_line(monkeypat
     plugins = make_plugin_manager(AgentSettings())
     (row,) = [row for row in plugins.info() if row.name == "broken_api"]
     assert (row.status, row.hook_api) == ("refused", ">=2.0,<3")
-    assert row.reason == f"plugin 'broken_api' supports hook API >=2.0,<3; this vllm-agent has hook API {HOOK_API_VERSION}"
+    assert (
+        row.reason == f"plugin 'broken_api' supports hook API >=2.0,<3; this vllm-agent has hook API {HOOK_API_VERSION}"
+    )
     assert "broken-api" not in plugins.model_sources()  # never registered, never called
     assert "local" in plugins.model_sources()
     with pytest.raises(PluginError) as caught:
@@ -139,7 +141,10 @@ def test_an_event_sink_that_raises_is_reported_and_the_others_still_get_the_even
     plugins = make_plugin_manager(AgentSettings(), extra=[("alerts", Sink())])
     event = AgentEvent(deployment="m", kind="ready", reason="tests passed", timestamp=1.0)
     (failure,) = plugins.emit(event)
-    assert failure.message == "plugin 'broken_provider' failed in agent_event: RuntimeError('event sink exploded on ready')"
+    assert (
+        failure.message
+        == "plugin 'broken_provider' failed in agent_event: RuntimeError('event sink exploded on ready')"
+    )
     assert got == [event]
 
 

@@ -40,7 +40,9 @@ async def test_the_health_strategy_fails_when_the_served_name_is_missing(plugins
 
 async def test_the_runner_passes_its_contract(plugins, fake_engine, tmp_path: Path) -> None:  # noqa: ANN001
     spec = TestSpec(runner="example-answers", prompts=[{"prompt": "Hi"}, {"prompt": "Bye"}])
-    outcomes = await check_test_runner(plugins.test_runner("example-answers"), spec, context(tmp_path), fake_engine.target)
+    outcomes = await check_test_runner(
+        plugins.test_runner("example-answers"), spec, context(tmp_path), fake_engine.target
+    )
     assert [outcome.name for outcome in outcomes] == ["example-answers[0]", "example-answers[1]"]
 
 

@@ -42,7 +42,9 @@ class AnswersRunner:
                 outcomes.append(await self._one(client, target, f"{spec.name or self.name}[{i}]", item))
         return outcomes
 
-    async def _one(self, client: httpx.AsyncClient, target: EngineTarget, label: str, item: dict[str, Any]) -> TestOutcome:
+    async def _one(
+        self, client: httpx.AsyncClient, target: EngineTarget, label: str, item: dict[str, Any]
+    ) -> TestOutcome:
         started = time.monotonic()
         body = {"model": target.served_model_name, "prompt": item["prompt"], "max_tokens": 8}
         try:
@@ -50,7 +52,9 @@ class AnswersRunner:
             response.raise_for_status()
             text = response.json()["choices"][0]["text"]
         except (httpx.HTTPError, ValueError, KeyError, IndexError) as err:
-            return TestOutcome(name=label, ok=False, detail=f"completion failed: {err!r}", duration=time.monotonic() - started)
+            return TestOutcome(
+                name=label, ok=False, detail=f"completion failed: {err!r}", duration=time.monotonic() - started
+            )
         expect = item.get("expect", "")
         if not text or expect not in text:
             detail = f"answer {text!r} " + (f"lacks {expect!r}" if text else "is empty")
