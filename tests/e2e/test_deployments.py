@@ -178,7 +178,10 @@ def test_status_json_has_the_documented_fields(agent: AgentCli, model_dir: Path)
 def test_logs_show_the_engine_output(agent: AgentCli, model_dir: Path) -> None:
     agent.ok("deploy", "talk", "--model", str(model_dir), "--", "--fake-load-time", "0.3")
     shown = agent.ok("logs", "talk").stdout
-    assert "Application startup complete" in shown and '"event": "ready"' in shown
+    # The engine's lines as they came, the agent's JSON lines rendered for a person...
+    assert "Application startup complete" in shown and "INFO    [talk] ready  url=" in shown
+    # ...and raw with --json, for scripts.
+    assert '"event": "ready"' in agent.ok("logs", "talk", "--json").stdout
 
 
 def test_an_engine_that_hangs_from_the_start_fails_its_smoke_tests(agent: AgentCli, model_dir: Path) -> None:
