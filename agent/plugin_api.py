@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from .config import AgentSettings, Deployment, TestSpec
+from .config.schema import AgentSettings, Deployment, TestSpec
 from .errors import GpuError
 
 Progress = Callable[[str], None]

@@ -520,7 +520,7 @@ def import_floor(bench: Bench, runs: int = 10) -> list[float]:
     for _ in range(runs):
         started = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-c", "import vllm_agent.cli, vllm_agent.commands"],
+            [sys.executable, "-c", "import vllm_agent.cli.main, vllm_agent.cli.commands"],
             check=True,
             timeout=60,
             env=bench.agent.env,
@@ -642,7 +642,7 @@ def main() -> int:
             bench.row(f"5  status, daemon running, {count} deployments", med_max(cost["status_daemon"]), "< 150 ms")
             bench.row(f"5  status, daemon stopped, {count} deployments", med_max(cost["status_no_daemon"]), "< 150 ms")
             bench.row(
-                f"   (import floor: python -c 'import vllm_agent.cli, .commands', {count})",
+                f"   (import floor: python -c 'import vllm_agent.cli.main, .commands', {count})",
                 med_max(cost["import_floor"]),
                 "-",
             )

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from vllm_agent import __version__
-from vllm_agent.cli import build_parser
+from vllm_agent.cli.main import build_parser
 
 
 def _roff(text: str) -> str:

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from vllm_agent.config import TESTS_DIR
+from vllm_agent.config.schema import TESTS_DIR
 from vllm_agent.plugin_api import EngineTarget, TestContext, TestSpec
 
 OUTPUT_CAP = 64 * 1024  # bytes of output kept: the tail

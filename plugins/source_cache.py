@@ -9,7 +9,7 @@ Where it looks, in order:
    directory has no revision, so a deployment that sets ``revision`` is only served from (1).
 
 Nothing here can open a connection: no huggingface_hub import, no HTTP client. The engine is
-kept offline too (HF_HUB_OFFLINE=1, agent/engine.py). The directory found is verified like a
+kept offline too (HF_HUB_OFFLINE=1, agent/render/engine_command.py). The directory found is verified like a
 ``local`` one before the engine starts.
 """
 

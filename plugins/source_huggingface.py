@@ -23,8 +23,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from vllm_agent import hookimpl
+from vllm_agent.config.paths import default_cache_dir
 from vllm_agent.errors import ModelNotFound, ModelSourceError, ModelSourceUnavailable
-from vllm_agent.paths import default_cache_dir
 from vllm_agent.plugin_api import AgentSettings, Deployment, ModelSource, Progress, ResolvedModel
 from vllm_agent.progress import Transfer, TransferText, duration_text, size_text
 

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from vllm_agent.config.paths import default_state_dir
 from vllm_agent.errors import ModelNotFound, ModelSourceError
 from vllm_agent.fsutil import write_atomic
 from vllm_agent.log import get_logger
-from vllm_agent.paths import default_state_dir
 from vllm_agent.sizes import human_size
 
 SUMS_FILE = "SHA256SUMS"

@@ -11,13 +11,13 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from ..config import parse_listen
-from ..configdir import load_settings
-from ..credentials import read_credential
+from ..config.credentials import read_credential
+from ..config.directory import load_settings
+from ..config.paths import default_socket
+from ..config.schema import parse_listen
 from ..errors import AgentError, ConfigError
 from ..log import get_logger
-from ..notify import Notifier
-from ..paths import default_socket
+from ..unit.notify import Notifier
 from .keys import Keys, load_keys
 from .live import follow
 from .proxy import Gateway

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from ..config import GatewaySettings
+from ..config.schema import GatewaySettings
 from ..log import get_logger
 from .keys import Key, Keys
 from .metrics import AccessLog, Metrics

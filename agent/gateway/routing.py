@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import GatewayRoute
+from ..config.schema import GatewayRoute
 
 READY = "ready"
 # Retry-After when a deployment is starting but how long its load takes is not known yet.

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..config import Deployment
+from ..config.schema import Deployment
 from ..urls import WILDCARDS
 
 # Transitions that begin a start, and the one that ends it.

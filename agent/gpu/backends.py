@@ -9,7 +9,7 @@ from ..errors import GpuError
 from ..plugin_api import GpuBackend, GpuDevice
 
 if TYPE_CHECKING:
-    from ..plugins import Plugins
+    from ..pluginhost.manager import Plugins
 
 NO_BACKEND = "no GPU backend available"
 

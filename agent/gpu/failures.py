@@ -21,10 +21,10 @@ from dataclasses import replace
 
 from structlog.typing import FilteringBoundLogger
 
-from ..desired import RUNNING
+from ..config.desired import RUNNING
+from ..config.names import unit_name
+from ..deployments.lifecycle import Deployments
 from ..errors import AgentError
-from ..lifecycle import Deployments
-from ..names import unit_name
 from ..plugin_api import AgentEvent
 from .quarantine import GpuFailureAction, QuarantineStore, decide_on_gpu_failure, held_on, quarantine
 from .watch import DeviceFault

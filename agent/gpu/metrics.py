@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from ..metrics import _label
+from ..daemon.metrics import _label
 from ..plugin_api import GpuBackend, GpuSnapshot, XidEvent
 
 INTERVAL = 5.0  # seconds: NVML queries are cheap, but not free, and GPUs change slowly

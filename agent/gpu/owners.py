@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..names import name_from_unit
+from ..config.names import name_from_unit
 
 _UNIT = re.compile(r"/(vllm@[^/]+\.service)(?:/|$)")
 COMMAND_LIMIT = 120

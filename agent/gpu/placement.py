@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import MODELS_DIR, Deployment
-from ..configdir import Config
-from ..desired import RUNNING, DesiredStates
+from ..config.desired import RUNNING, DesiredStates
+from ..config.directory import Config
+from ..config.lock import config_lock
+from ..config.schema import MODELS_DIR, Deployment
 from ..errors import GpuError
 from ..fsutil import write_atomic
 from ..jsonfiles import Trouble, read_json_object
-from ..lock import config_lock
 from .backends import require_backend
 from .quarantine import QuarantineStore
 from .slots import Slot, resolve_all, slots_of, utilisation

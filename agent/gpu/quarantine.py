@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..config import Deployment
+from ..config.schema import Deployment
 from ..fsutil import write_atomic
 from ..jsonfiles import Trouble, read_json_object
 from ..plugin_api import DeviceHealth
 
 if TYPE_CHECKING:
-    from ..state import DeploymentState
+    from ..deployments.state import DeploymentState
 
 FILE = "gpu-quarantine.json"
 _TROUBLE = Trouble("quarantine")

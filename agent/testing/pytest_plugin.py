@@ -16,7 +16,7 @@ import pytest
 @pytest.fixture
 def agent_settings() -> Any:
     """Default agent settings (agent.toml with nothing in it)."""
-    from ..config import AgentSettings
+    from ..config.schema import AgentSettings
 
     return AgentSettings()
 
@@ -26,7 +26,7 @@ def agent_plugins(agent_settings: Any) -> Callable[..., Any]:
     """``agent_plugins(plugin, name="mine", builtins=False, settings=None)`` -> the agent's typed
     plugin facade with ``plugin`` (a module or object with ``@hookimpl`` functions) registered, as
     the agent would build it; ``builtins=True`` also loads every installed entry point."""
-    from ..plugins import make_plugin_manager
+    from ..pluginhost.manager import make_plugin_manager
 
     def build(*plugins: object, name: str = "plugin-under-test", builtins: bool = False, settings: Any = None) -> Any:
         extra = [(name if len(plugins) == 1 else f"{name}-{i}", plugin) for i, plugin in enumerate(plugins)]

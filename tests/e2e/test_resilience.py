@@ -17,7 +17,7 @@ from harness.agent_cli import AGENT, AgentCli
 from harness.ci import missing
 from harness.processes import wait_for
 from harness.tmpfs import TinyTmpfs, tmpfs_unavailable
-from vllm_agent.api_client import call
+from vllm_agent.daemon.api_client import call
 
 
 def deploy(agent: AgentCli, model_dir: Path, name: str) -> None:

@@ -32,13 +32,13 @@ import tomli_w
 from harness import UserManager
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from vllm_agent.configdir import load_one
+from vllm_agent.cli.install import install_units
+from vllm_agent.config.directory import load_one
+from vllm_agent.deployments.lifecycle import Deployments
 from vllm_agent.errors import ConfigError
 from vllm_agent.fsutil import write_atomic
-from vllm_agent.install import install_units
-from vllm_agent.lifecycle import Deployments
-from vllm_agent.plugins import make_plugin_manager
-from vllm_agent.render import Rendered, dropin_path, render
+from vllm_agent.pluginhost.manager import make_plugin_manager
+from vllm_agent.render.dropin import Rendered, dropin_path, render
 from vllm_agent.systemd import connect
 from vllm_agent.systemd.interfaces import MANAGER_PATH, SYSTEMD_BUS_NAME, ManagerInterface
 

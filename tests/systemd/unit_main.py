@@ -10,7 +10,7 @@ It never sends WATCHDOG=1.
 import os
 import signal
 
-from vllm_agent.notify import Notifier
+from vllm_agent.unit.notify import Notifier
 
 notifier = Notifier()
 signal.signal(signal.SIGUSR1, lambda *_: notifier.send(ready=1))

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vllm_agent.api import ApiServer, json_response
-from vllm_agent.api_client import call
+from vllm_agent.daemon.api import ApiServer, json_response
+from vllm_agent.daemon.api_client import call
 from vllm_agent.errors import DaemonRunning
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from vllm_agent.config import AgentSettings
-from vllm_agent.plugins import make_plugin_manager
+from vllm_agent.config.schema import AgentSettings
+from vllm_agent.pluginhost.manager import make_plugin_manager
 from vllm_agent_plugins.gpu_rocm import import_amdsmi
 
 

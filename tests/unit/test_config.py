@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from vllm_agent.configdir import load_config, load_one
+from vllm_agent.config.directory import load_config, load_one
+from vllm_agent.config.paths import resolve_config_dir
 from vllm_agent.errors import ConfigError
-from vllm_agent.paths import resolve_config_dir
 
 
 def write(root: Path, relative: str, text: str) -> Path:

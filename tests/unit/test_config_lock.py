@@ -9,10 +9,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from vllm_agent.configdir import load_config
-from vllm_agent.deployfile import assign_port, create
+from vllm_agent.config.deployfile import assign_port, create
+from vllm_agent.config.directory import load_config
+from vllm_agent.config.lock import config_lock
 from vllm_agent.errors import ConfigError
-from vllm_agent.lock import config_lock
 
 
 def _ports(config_dir: Path) -> dict[str, int]:
@@ -61,8 +61,8 @@ def test_concurrent_processes_give_every_deployment_its_own_port(tmp_path: Path)
     config_dir = _directory(tmp_path, 5)
     script = (
         "import sys; from pathlib import Path\n"
-        "from vllm_agent.configdir import load_config\n"
-        "from vllm_agent.deployfile import assign_port\n"
+        "from vllm_agent.config.directory import load_config\n"
+        "from vllm_agent.config.deployfile import assign_port\n"
         "config = load_config(Path(sys.argv[1])); sys.stdin.readline()\n"
         "assign_port(config, config.deployments[sys.argv[2]])\n"
     )
@@ -92,7 +92,7 @@ def test_a_held_lock_makes_another_process_wait_then_fail_with_a_clear_error(tmp
     config_dir = _directory(tmp_path, 0)
     script = (
         "import sys; from pathlib import Path\n"
-        "from vllm_agent.lock import config_lock, ConfigLocked\n"
+        "from vllm_agent.config.lock import config_lock, ConfigLocked\n"
         "try:\n"
         "    with config_lock(Path(sys.argv[1]), wait=0.3): print('got it')\n"
         "except ConfigLocked as err: print(err.one_line())\n"

@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 import structlog
 from vllm_agent import hookimpl
-from vllm_agent.api_client import call
-from vllm_agent.daemon import Daemon
-from vllm_agent.notify import Notifier
+from vllm_agent.daemon.api_client import call
+from vllm_agent.daemon.main import Daemon
 from vllm_agent.plugin_api import AgentSettings, GpuDevice, GpuSnapshot
 from vllm_agent.testing.unit_manager import FakeUnitManager
+from vllm_agent.unit.notify import Notifier
 
 WATCHDOG_USEC = 400_000  # a ping every 0.1 s
 

@@ -16,15 +16,15 @@ from collections.abc import Callable
 import test_daemon
 from test_daemon import HangingGpus, Setup, Systemd, wait_until
 from vllm_agent import hookimpl
-from vllm_agent.api_client import call
-from vllm_agent.daemon import Daemon
+from vllm_agent.daemon.api_client import call
+from vllm_agent.daemon.main import Daemon
+from vllm_agent.deployments.state import StateStore
 from vllm_agent.gpu.placement import PlacementRecords
 from vllm_agent.gpu.quarantine import QuarantineStore
-from vllm_agent.notify import Notifier
 from vllm_agent.plugin_api import AgentEvent, AgentSettings, GpuBackend
-from vllm_agent.state import StateStore
 from vllm_agent.testing.pynvml_fake import FakeNvml
 from vllm_agent.testing.unit_manager import FakeUnitManager
+from vllm_agent.unit.notify import Notifier
 from vllm_agent_plugins.gpu_nvml import NvmlBackend
 
 # The daemon tests' fixtures: a config directory, systemd's notify socket, daemons stopped after.

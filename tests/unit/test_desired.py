@@ -7,11 +7,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from vllm_agent.config import Deployment
-from vllm_agent.desired import RUNNING, STOPPED, DesiredStates
-from vllm_agent.state import DeploymentState
-from vllm_agent.status import classify
-from vllm_agent.statusline import exit_status
+from vllm_agent.config.desired import RUNNING, STOPPED, DesiredStates
+from vllm_agent.config.schema import Deployment
+from vllm_agent.deployments.state import DeploymentState
+from vllm_agent.deployments.status import classify
+from vllm_agent.deployments.statusline import exit_status
 from vllm_agent.systemd.model import UnitState
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from vllm_agent.diagnose import diagnose
+from vllm_agent.doctor.diagnose import diagnose
 
 # The last lines real vLLM 0.32 prints for a misspelt flag (measured in tests/vllm) and the
 # fake engine's copy of them.

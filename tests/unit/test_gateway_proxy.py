@@ -20,7 +20,7 @@ import httpx
 import pytest
 from harness.fake_engine import Fake
 from harness.ports import PortLease
-from vllm_agent.config import GatewayRoute, GatewaySettings
+from vllm_agent.config.schema import GatewayRoute, GatewaySettings
 from vllm_agent.gateway.keys import Keys, load_keys
 from vllm_agent.gateway.metrics import AccessLog
 from vllm_agent.gateway.proxy import Gateway

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from vllm_agent.config import GatewayRoute
-from vllm_agent.configdir import load_config
+from vllm_agent.config.directory import load_config
+from vllm_agent.config.schema import GatewayRoute
 from vllm_agent.errors import ConfigError
 from vllm_agent.gateway.migration import Stream, continuation, not_migratable
 from vllm_agent.gateway.routing import UNKNOWN_ETA, Table

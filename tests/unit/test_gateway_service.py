@@ -15,7 +15,7 @@ import pytest
 from harness.ports import PortLease
 from vllm_agent.errors import AgentError
 from vllm_agent.gateway.main import run_gateway
-from vllm_agent.notify import Notifier
+from vllm_agent.unit.notify import Notifier
 
 
 @pytest.fixture

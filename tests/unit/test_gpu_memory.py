@@ -17,15 +17,15 @@ from harness.agent_cli import write_tiny_model_dir
 from harness.fake_engine import SCRIPT
 from harness.ports import agent_port
 from vllm_agent import hookimpl
-from vllm_agent.configdir import load_one
-from vllm_agent.engine import engine_argv
+from vllm_agent.config.directory import load_one
+from vllm_agent.deployments.state import StateStore
 from vllm_agent.gpu.memory import shortfalls, wait_for_memory
 from vllm_agent.gpu.owners import ProcessOwner
-from vllm_agent.launcher import Launcher
-from vllm_agent.notify import Notifier
-from vllm_agent.plugins import make_plugin_manager
-from vllm_agent.render import EXIT_CONFIG
-from vllm_agent.state import StateStore
+from vllm_agent.pluginhost.manager import make_plugin_manager
+from vllm_agent.render.dropin import EXIT_CONFIG
+from vllm_agent.render.engine_command import engine_argv
+from vllm_agent.unit.launcher import Launcher
+from vllm_agent.unit.notify import Notifier
 from vllm_agent_plugins.gpu_nvml import NvmlBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, home of the fakes package

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pynvml
 import pytest
-from vllm_agent.config import AgentSettings
+from vllm_agent.config.schema import AgentSettings
 from vllm_agent.errors import GpuError
 from vllm_agent_plugins import gpu_nvml
 from vllm_agent_plugins.gpu_nvml import NvmlBackend

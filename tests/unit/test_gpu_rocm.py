@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from vllm_agent.config import AgentSettings
+from vllm_agent.config.schema import AgentSettings
 from vllm_agent.errors import GpuError
 from vllm_agent_plugins import gpu_rocm
 from vllm_agent_plugins.gpu_rocm import RocmBackend, import_amdsmi

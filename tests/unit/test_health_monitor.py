@@ -10,10 +10,10 @@ import time
 from collections.abc import Iterable
 
 import pytest
-from vllm_agent.config import HealthSettings
+from vllm_agent.config.schema import HealthSettings
 from vllm_agent.errors import PluginError
-from vllm_agent.health import HealthMonitor
 from vllm_agent.plugin_api import CheckResult, EngineTarget, HealthStrategy
+from vllm_agent.unit.health import HealthMonitor
 
 TARGET = EngineTarget(deployment="t", url="http://127.0.0.1:1", served_model_name="tiny")
 

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from harness.fake_engine import Fake
 from harness.ports import PortLease
-from vllm_agent.config import AgentSettings
+from vllm_agent.config.schema import AgentSettings
 from vllm_agent.plugin_api import EngineTarget, HealthStrategy
-from vllm_agent.plugins import make_plugin_manager
+from vllm_agent.pluginhost.manager import make_plugin_manager
 from vllm_agent_plugins.health import CompletionCheck, HttpCheck, MetricsStallCheck, ModelsCheck, parse_metrics
 
 SERVED = "tiny"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import structlog
 from harness.tmpfs import TinyTmpfs
-from vllm_agent.history import KEEP, History
+from vllm_agent.daemon.history import KEEP, History
 
 
 def line(kind: str, at: float = 1.0) -> bytes:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vllm_agent.config import AgentSettings
-from vllm_agent.configdir import Config
-from vllm_agent.install import install_units, system_dropins, unit_text
+from vllm_agent.cli.install import install_units, system_dropins, unit_text
+from vllm_agent.config.directory import Config
+from vllm_agent.config.schema import AgentSettings
 
 
 def test_system_units_keep_the_packaged_shape_but_run_this_install() -> None:

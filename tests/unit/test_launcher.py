@@ -22,14 +22,14 @@ from harness.agent_cli import write_tiny_model_dir
 from harness.fake_engine import SCRIPT
 from harness.ports import agent_port
 from vllm_agent import hookimpl
-from vllm_agent.configdir import load_one
-from vllm_agent.engine import engine_argv
-from vllm_agent.launcher import EXIT_ENGINE, Launcher
-from vllm_agent.notify import Notifier
+from vllm_agent.config.directory import load_one
+from vllm_agent.deployments.state import DeploymentState, StateStore
 from vllm_agent.plugin_api import ResolvedModel
-from vllm_agent.plugins import make_plugin_manager
-from vllm_agent.render import EXIT_CONFIG
-from vllm_agent.state import DeploymentState, StateStore
+from vllm_agent.pluginhost.manager import make_plugin_manager
+from vllm_agent.render.dropin import EXIT_CONFIG
+from vllm_agent.render.engine_command import engine_argv
+from vllm_agent.unit.launcher import EXIT_ENGINE, Launcher
+from vllm_agent.unit.notify import Notifier
 
 NAME = "m"
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from vllm_agent.logs import BadSince, parse_since, render
+from vllm_agent.cli.logs import BadSince, parse_since, render
 
 AGENT = [sys.executable, "-m", "vllm_agent"]
 READY = {

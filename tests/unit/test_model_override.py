@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from vllm_agent.configdir import load_config
-from vllm_agent.deployfile import set_model
+from vllm_agent.config.deployfile import set_model
+from vllm_agent.config.directory import load_config
 from vllm_agent.errors import ConfigError
 
 FILE = '# my notes stay\nmodel = "org/old"\nport = 18001  # pinned\n\n[health]\ninterval = 5\n'

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vllm_agent.notify import Notifier
+from vllm_agent.unit.notify import Notifier
 
 
 @pytest.fixture

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 from vllm_agent import hookimpl
-from vllm_agent.config import AgentSettings, Deployment
+from vllm_agent.config.schema import AgentSettings, Deployment
 from vllm_agent.errors import GpuError
 from vllm_agent.plugin_api import GpuDevice
-from vllm_agent.plugins import make_plugin_manager
+from vllm_agent.pluginhost.manager import make_plugin_manager
 from vllm_agent_plugins.packer import pick_devices
 
 GiB = 1024**3

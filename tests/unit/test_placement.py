@@ -16,17 +16,17 @@ from pathlib import Path
 
 import pytest
 from vllm_agent import hookimpl
-from vllm_agent.configdir import load_config
-from vllm_agent.desired import STOPPED, DesiredStates
+from vllm_agent.cli.validate import problems_in
+from vllm_agent.config.desired import STOPPED, DesiredStates
+from vllm_agent.config.directory import load_config
+from vllm_agent.deployments.lifecycle import Deployments
+from vllm_agent.deployments.status import one_line
 from vllm_agent.errors import GpuError
 from vllm_agent.gpu.devnodes import device_allow
 from vllm_agent.gpu.placement import PlacementRecords, Placer
 from vllm_agent.gpu.quarantine import quarantine
-from vllm_agent.lifecycle import Deployments
-from vllm_agent.plugins import make_plugin_manager
-from vllm_agent.status import one_line
+from vllm_agent.pluginhost.manager import make_plugin_manager
 from vllm_agent.systemd.model import UnitState
-from vllm_agent.validate import problems_in
 
 GiB = 1024**3
 
@@ -133,10 +133,10 @@ def test_a_removed_deployment_frees_its_devices(host: Host) -> None:
 PLACE = """\
 import sys, time
 from pathlib import Path
-from vllm_agent.configdir import load_config
+from vllm_agent.config.directory import load_config
 from vllm_agent.gpu.devnodes import device_allow
 from vllm_agent.gpu.placement import Placer
-from vllm_agent.plugins import make_plugin_manager
+from vllm_agent.pluginhost.manager import make_plugin_manager
 conf, name, go = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 config = load_config(conf, user=True)
 placer = Placer(config, make_plugin_manager(config.settings))

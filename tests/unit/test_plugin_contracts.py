@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from harness.agent_cli import write_tiny_model_dir
 from vllm_agent import hookimpl
-from vllm_agent.config import AgentSettings, Deployment, TestSpec
+from vllm_agent.config.schema import AgentSettings, Deployment, TestSpec
 from vllm_agent.plugin_api import AgentEvent, TestContext
-from vllm_agent.plugins import make_plugin_manager
+from vllm_agent.pluginhost.manager import make_plugin_manager
 from vllm_agent.testing import (
     check_event_sink,
     check_gpu_backend,

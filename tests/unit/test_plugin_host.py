@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import pytest
 from vllm_agent import hookimpl
-from vllm_agent.config import AgentSettings
+from vllm_agent.config.schema import AgentSettings
 from vllm_agent.errors import PluginError
-from vllm_agent.plugins import make_plugin_manager
+from vllm_agent.pluginhost.manager import make_plugin_manager
 
 
 @dataclass

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 from vllm_agent import HOOK_API_VERSION
-from vllm_agent.config import AgentSettings, Deployment, HealthSettings
+from vllm_agent.config.schema import AgentSettings, Deployment, HealthSettings
 from vllm_agent.errors import GpuError, ModelSourceError, PluginError
 from vllm_agent.gpu.command import report
-from vllm_agent.health import HealthMonitor
 from vllm_agent.plugin_api import AgentEvent, EngineTarget, TestContext, TestSpec
-from vllm_agent.plugins import make_plugin_manager
-from vllm_agent.posttests import run_spec
+from vllm_agent.pluginhost.manager import make_plugin_manager
+from vllm_agent.unit.health import HealthMonitor
+from vllm_agent.unit.posttests import run_spec
 
 AGENT = [sys.executable, "-m", "vllm_agent"]
 ENV = "VLLM_AGENT_TEST_BROKEN"

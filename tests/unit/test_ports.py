@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 from harness.ports import agent_port, agent_ports
-from vllm_agent.errors import NoFreePort, PortUnavailable
-from vllm_agent.ports import (
+from vllm_agent.config.ports import (
     allocate_port,
     check_port_free,
     listening_ports,
     parse_proc_net_line,
     port_holder,
 )
+from vllm_agent.errors import NoFreePort, PortUnavailable
 
 MY_NAME = Path("/proc/self/comm").read_text().strip()
 

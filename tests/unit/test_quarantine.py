@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from vllm_agent.config import Deployment
+from vllm_agent.config.schema import Deployment
 from vllm_agent.gpu.quarantine import (
     APPLICATION_XIDS,
     GpuFailureAction,

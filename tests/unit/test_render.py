@@ -6,10 +6,10 @@ import shlex
 from pathlib import Path
 
 import pytest
-from vllm_agent.config import AgentSettings
-from vllm_agent.configdir import Config, deployment_from_data, load_config
-from vllm_agent.render import hash_of, render
-from vllm_agent.unitescape import UnsafeValue
+from vllm_agent.config.directory import Config, deployment_from_data, load_config
+from vllm_agent.config.schema import AgentSettings
+from vllm_agent.render.dropin import hash_of, render
+from vllm_agent.render.escape import UnsafeValue
 
 
 def make_config(tmp_path: Path, **settings: object) -> Config:

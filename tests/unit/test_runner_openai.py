@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import structlog
 from harness.fake_engine import Fake, wait_until
-from vllm_agent.config import AgentSettings, Deployment, TestSpec
+from vllm_agent.config.schema import AgentSettings, Deployment, TestSpec
 from vllm_agent.plugin_api import EngineTarget, TestContext, TestOutcome
-from vllm_agent.plugins import make_plugin_manager
-from vllm_agent.posttests import run_post_start_tests
+from vllm_agent.pluginhost.manager import make_plugin_manager
+from vllm_agent.unit.posttests import run_post_start_tests
 from vllm_agent_plugins.tests_openai import CHECKS, OpenAISmoke
 
 DEPLOYMENT = Deployment(name="tiny", model="/models/tiny")

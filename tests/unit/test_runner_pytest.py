@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from harness.fake_engine import Fake, alive
-from vllm_agent.config import Deployment, TestSpec
+from vllm_agent.config.schema import Deployment, TestSpec
 from vllm_agent.plugin_api import EngineTarget, TestContext, TestOutcome
 from vllm_agent_plugins.tests_pytest import PytestRunner
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from harness.fake_engine import Fake, alive, proc_state
-from vllm_agent.config import Deployment, TestSpec
+from vllm_agent.config.schema import Deployment, TestSpec
 from vllm_agent.plugin_api import EngineTarget, TestContext
 from vllm_agent_plugins._subprocess import OUTPUT_CAP
 from vllm_agent_plugins.tests_script import ScriptRunner

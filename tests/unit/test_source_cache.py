@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from harness.ci import missing
 from harness.model_files import hf_cache_model, lfs_pointer, model_files, write_dir
-from vllm_agent.config import AgentSettings, Deployment
+from vllm_agent.config.schema import AgentSettings, Deployment
 from vllm_agent.errors import ModelNotFound, ModelSourceError
 from vllm_agent_plugins.source_cache import CacheModelSource
 from vllm_agent_plugins.verify_hashes import HashCache
@@ -136,8 +136,8 @@ AIRGAPPED = textwrap.dedent(
         if event in ("socket.connect", "socket.getaddrinfo", "socket.gethostbyname", "socket.sendto"):
             events.append([event, repr(args)[:200]])
     sys.addaudithook(audit)
-    from vllm_agent.config import AgentSettings, Deployment
-    from vllm_agent.plugins import make_plugin_manager
+    from vllm_agent.config.schema import AgentSettings, Deployment
+    from vllm_agent.pluginhost.manager import make_plugin_manager
     settings = AgentSettings(**json.loads(sys.argv[1]))
     source = make_plugin_manager(settings).model_source("cache")
     deployment = Deployment(name="tiny", model="acme/tiny", source="cache")

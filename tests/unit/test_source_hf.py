@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fakes.fake_hub import FakeHub, FakeRepo, Seen, model_files
 from harness.tmpfs import TinyTmpfs
-from vllm_agent.config import AgentSettings, Deployment, StartupSettings
+from vllm_agent.config.schema import AgentSettings, Deployment, StartupSettings
 from vllm_agent.errors import ModelNotFound, ModelSourceError
 from vllm_agent_plugins.source_huggingface import HuggingFaceSource
 

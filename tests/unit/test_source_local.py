@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from vllm_agent.config import Deployment
+from vllm_agent.config.schema import Deployment
 from vllm_agent.errors import ModelNotFound, ModelSourceError
 from vllm_agent_plugins.source_local import LocalModelSource, check_model_dir
 

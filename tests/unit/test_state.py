@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import structlog
 from harness.tmpfs import TinyTmpfs
-from vllm_agent.state import StateStore
+from vllm_agent.deployments.state import StateStore
 
 
 def warnings(logs: list[dict]) -> list[dict]:

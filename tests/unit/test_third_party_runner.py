@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import structlog
 from harness.fake_engine import Fake
-from vllm_agent.config import AgentSettings, Deployment
+from vllm_agent.config.schema import AgentSettings, Deployment
 from vllm_agent.errors import PluginError
 from vllm_agent.plugin_api import EngineTarget, TestContext
-from vllm_agent.plugins import make_plugin_manager
-from vllm_agent.posttests import TestsFailed, run_post_start_tests
+from vllm_agent.pluginhost.manager import make_plugin_manager
+from vllm_agent.unit.posttests import TestsFailed, run_post_start_tests
 
 MODULE = "site_check_plugin"
 

@@ -9,7 +9,7 @@ backslash).
 from __future__ import annotations
 
 import pytest
-from vllm_agent.unitescape import UnsafeValue, env_assignment, exec_line, exec_word, notify_text, plain, refused_char
+from vllm_agent.render.escape import UnsafeValue, env_assignment, exec_line, exec_word, notify_text, plain, refused_char
 
 REFUSED = ["\n", "\r", "\0", "\t", "\x1b", "\x7f", "\x85", "\ufffe", "\U0010ffff", "\ufdd0", "\ud800"]
 

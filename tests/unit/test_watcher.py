@@ -6,13 +6,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from vllm_agent import hookimpl
-from vllm_agent.config import AgentSettings
-from vllm_agent.history import History
+from vllm_agent.config.schema import AgentSettings
+from vllm_agent.daemon.history import History
+from vllm_agent.daemon.watch import Watcher, transitions
+from vllm_agent.deployments.state import StateStore
 from vllm_agent.log import get_logger
-from vllm_agent.plugins import make_plugin_manager
-from vllm_agent.state import StateStore
+from vllm_agent.pluginhost.manager import make_plugin_manager
 from vllm_agent.systemd.model import UnitEvent, UnitState
-from vllm_agent.watcher import Watcher, transitions
 
 READY = replace(
     UnitState.not_found("vllm@a.service"),

@@ -10,8 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from vllm_agent.config import Deployment, TestSpec
-from vllm_agent.plugin_api import TestContext
+from vllm_agent.plugin_api import Deployment, TestContext, TestSpec
 from vllm_agent.testing import check_event_sink, check_health_strategy, check_test_runner
 from vllm_agent_example import plugin
 from vllm_agent_example.webhook import ENV
