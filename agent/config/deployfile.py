@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from typing import Any
 
 import tomli_w
-from pydantic import ValidationError
 
 from ..errors import ConfigError, DeploymentExists
 from ..fsutil import write_atomic
-from .directory import Config, deployment_from_data, format_errors
+from .directory import Config, deployment_from_data
 from .lock import config_lock
 from .names import NAME_RE, check_model_id, check_name, model_id_problem
 from .ports import allocate_port
@@ -24,10 +24,7 @@ def create(config: Config, name: str, data: dict[str, Any], *, replace: bool = F
     check_model_id(data.get("model", ""))
     path = config.deployment_file(name)
     label = f"{MODELS_DIR}/{name}.toml"
-    try:
-        deployment = deployment_from_data(name, data, config.settings)
-    except ValidationError as err:
-        raise ConfigError(format_errors(label, err, Deployment)) from None
+    deployment = deployment_from_data(name, data, config.settings, label)
     header = f"# Deployment {name}, written by 'vllm-agent deploy'. Edit freely; 'vllm-agent validate' checks it.\n"
     with config_lock(config.path):
         if path.exists() and not replace:
@@ -60,7 +57,7 @@ def assign_port(config: Config, deployment: Deployment) -> Deployment:
             write_atomic(path, with_top_level_key(text, "port", port))
         else:
             port = own
-    updated = deployment.model_copy(update={"port": port})
+    updated = dataclasses.replace(deployment, port=port)
     config.deployments[deployment.name] = updated
     return updated
 
@@ -122,11 +119,9 @@ def set_model(config: Config, name: str, model: str) -> Deployment:
         lines[at] = tomli_w.dumps({"model": model})
         updated = "".join(lines)
         try:
-            deployment = deployment_from_data(name, tomllib.loads(updated), config.settings)
+            deployment = deployment_from_data(name, tomllib.loads(updated), config.settings, label)
         except tomllib.TOMLDecodeError as err:
             raise ConfigError([f"{label}: {err}"], hint=f"fix {path} first; 'vllm-agent validate' checks it") from None
-        except ValidationError as err:
-            raise ConfigError(format_errors(label, err, Deployment)) from None
         if updated != text:
             write_atomic(path, updated)
     config.deployments[name] = deployment

@@ -1,17 +1,25 @@
-"""The configuration: agent.toml and models.d/NAME.toml, validated with pydantic.
+"""The configuration: agent.toml and models.d/NAME.toml, as frozen dataclasses.
 
-These models are the one source of truth for every key a user can write. Loading never raises a
-pydantic error: every problem becomes one line naming the file and the key.
+These classes are the one source of truth for every key a user can write. They import no pydantic:
+the launcher and `status` build them from JSON the CLI already validated (``from_json``), and
+config/validation.py validates the files against them with pydantic's TypeAdapter. The
+constraints are annotated_types markers pydantic enforces; the checks pydantic cannot express run
+in ``__post_init__`` as ``problems()``, so a file's every problem is reported at once.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from annotated_types import Ge, Gt, Le, MaxLen, MinLen
 
 from ..render.escape import describe_char, refused_char
 from .names import NAME_RE, is_path_model, model_id_problem
@@ -30,7 +38,8 @@ AGENT_FILE = "agent.toml"
 MODELS_DIR = "models.d"
 TESTS_DIR = "tests.d"
 
-PositiveSeconds = Annotated[float, Field(gt=0)]
+PositiveSeconds = Annotated[float, Gt(0)]
+Port = Annotated[int, Ge(1), Le(65535)]
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Environment= is world-readable through `systemctl show`; secrets go through credentials.
 _SECRET_ENV = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|APIKEY|CREDENTIAL)", re.IGNORECASE)
@@ -54,17 +63,17 @@ def secret_flag(arg: str) -> str | None:
     return None
 
 
-def _no_secret_flags(args: list[str]) -> list[str]:
+def _secret_flag_problem(args: list[str]) -> str | None:
     for item in args:
         flag = secret_flag(item)
         if flag is not None:
             written = item.split("=", 1)[0]
             spelled = written if written == flag else f"{written} (vLLM reads it as {flag})"
-            raise ValueError(
+            return (
                 f"{spelled} puts a secret on the command line, which every user can read; "
                 f"put it in the credentials directory instead (CONFIG_DIR/credentials/{flag[2:].replace('-', '_')})"
             )
-    return args
+    return None
 
 
 def control_problem(data: Any, key: str = "") -> str | None:
@@ -95,13 +104,6 @@ def control_problem(data: Any, key: str = "") -> str | None:
     return None
 
 
-def _refuse_control_characters(data: Any) -> Any:
-    problem = control_problem(data)
-    if problem:
-        raise ValueError(problem)
-    return data
-
-
 def _repo_pattern_problem(pattern: str) -> str | None:
     """Why ``pattern`` cannot name files inside a repository, or None when it can."""
     if not pattern.strip():
@@ -113,28 +115,134 @@ def _repo_pattern_problem(pattern: str) -> str | None:
     return None
 
 
-class Strict(BaseModel):
-    """Unknown keys are errors: a typo must never be silently ignored."""
+def _convert(hint: Any, value: Any) -> Any:
+    """``value`` (as JSON or a test wrote it) as the field's type: tables become their sections,
+    lists of tables their items, strings paths, lists tuples. Already typed values pass through."""
+    origin = typing.get_origin(hint)
+    if origin is Annotated:
+        return _convert(typing.get_args(hint)[0], value)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            converted = _convert(arg, value) if arg is not type(None) else value
+            if converted is not value:
+                return converted
+        return value
+    if isinstance(hint, type) and is_dataclass(hint) and isinstance(value, dict):
+        return hint(**value)
+    if hint is Path and isinstance(value, str):
+        return Path(value)
+    if origin is list and isinstance(value, list):
+        (item,) = typing.get_args(hint)
+        return [_convert(item, each) for each in value]
+    if origin is tuple and isinstance(value, list):
+        return tuple(value)
+    return value
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
 
 
-class HealthSettings(Strict):
-    checks: list[str] = Field(default_factory=lambda: ["http", "completion"], min_length=1)
+class Check:
+    """``Annotated[T, Check(problem)]``: ``problem(value)`` says why a value is wrong, or None.
+
+    pydantic runs it per key (so a file's every problem is reported at once) through the hook
+    below, which imports pydantic only when a file is validated; ``__post_init__`` runs it for
+    values built from JSON or in code.
+    """
+
+    def __init__(self, problem: Callable[[Any], str | None]) -> None:
+        self.problem = problem
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        def check(value: Any) -> Any:
+            problem = self.problem(value)
+            if problem:
+                raise ValueError(problem)
+            return value
+
+        return core_schema.no_info_after_validator_function(check, handler(source))
+
+
+@functools.cache
+def _checks(cls: type) -> dict[str, list[Check]]:
+    def found(hint: Any) -> list[Check]:
+        if typing.get_origin(hint) is Annotated:
+            return [item for item in hint.__metadata__ if isinstance(item, Check)]
+        return [check for arg in typing.get_args(hint) for check in found(arg)]  # X | None
+
+    return {name: found(hint) for name, hint in _hints(cls).items()}
+
+
+@dataclass(frozen=True)
+class Section:
+    """One table of a file. Unknown keys are errors: a typo must never be silently ignored."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid"}
+
+    def __post_init__(self) -> None:
+        hints = _hints(type(self))
+        for item in fields(self):
+            value = getattr(self, item.name)
+            converted = _convert(hints[item.name], value)
+            if converted is not value:
+                object.__setattr__(self, item.name, converted)
+        checks = _checks(type(self))
+        problems = [
+            f"{name}: {problem}"
+            for name in checks
+            if (value := getattr(self, name)) is not None
+            for check in checks[name]
+            if (problem := check.problem(value))
+        ] or self.problems()
+        if problems:
+            raise ValueError("\n".join(problems))
+
+    def problems(self) -> list[str]:
+        """Problems across keys, one ``KEY: message`` each, once every key is right; empty when all is well."""
+        return []
+
+    def as_json(self) -> dict[str, Any]:
+        """What ``from_json`` reads back: the launcher and `status` get the validated values."""
+        return _jsonable(asdict(self))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        return cls(**data)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+@dataclass(frozen=True)
+class HealthSettings(Section):
+    checks: Annotated[list[str], MinLen(1)] = field(default_factory=lambda: ["http", "completion"])
     interval: PositiveSeconds = 10.0
     timeout: PositiveSeconds = 5.0
-    failure_threshold: Annotated[int, Field(ge=1)] = 3
+    failure_threshold: Annotated[int, Ge(1)] = 3
     deep_interval: PositiveSeconds | None = None
 
 
-class RestartSettings(Strict):
-    max_restarts: Annotated[int, Field(ge=0)] = 3
+@dataclass(frozen=True)
+class RestartSettings(Section):
+    max_restarts: Annotated[int, Ge(0)] = 3
     window: PositiveSeconds = 60.0
-    min_delay: Annotated[float, Field(ge=0)] = 2.0
-    max_startup_failures: Annotated[int, Field(ge=1)] = 3
+    min_delay: Annotated[float, Ge(0)] = 2.0
+    max_startup_failures: Annotated[int, Ge(1)] = 3
 
 
-class StartupSettings(Strict):
+@dataclass(frozen=True)
+class StartupSettings(Section):
     # Budget for load + health + tests, counted once the model is resolved (a download is bounded
     # by stall_timeout instead); systemd's own timeout is a backstop.
     timeout: PositiveSeconds = 1800.0
@@ -146,26 +254,28 @@ class StartupSettings(Strict):
     stop_timeout: PositiveSeconds = 25.0
 
 
-class EngineSettings(Strict):
-    command: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=lambda: ["vllm", "serve"], min_length=1)
+@dataclass(frozen=True)
+class EngineSettings(Section):
+    command: Annotated[list[Annotated[str, MinLen(1)]], MinLen(1), Check(_secret_flag_problem)] = field(
+        default_factory=lambda: ["vllm", "serve"]
+    )
 
-    _secrets = field_validator("command")(_no_secret_flags)
 
-
-class PluginSettings(Strict):
-    block: list[str] = Field(default_factory=list)
+@dataclass(frozen=True)
+class PluginSettings(Section):
+    block: list[str] = field(default_factory=list)
 
 
 _MODEL_NAME = re.compile(r"[^\s\x00-\x1f\x7f]{1,200}")  # a served name or alias: one word of printable text
 
 
-def _model_names(value: list[str]) -> list[str]:
+def _model_names_problem(value: list[str]) -> str | None:
     for item in value:
         if not _MODEL_NAME.fullmatch(item):
-            raise ValueError(f"each name must be 1 to 200 characters without spaces, got {item!r}")
+            return f"each name must be 1 to 200 characters without spaces, got {item!r}"
     if len(set(value)) != len(value):
-        raise ValueError(f"names a model twice: {value!r}")
-    return value
+        return f"names a model twice: {value!r}"
+    return None
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -182,261 +292,242 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class GatewayRoute(Strict):
+def _regex_problem(value: str) -> str | None:
+    try:
+        re.compile(value)
+    except re.error as err:
+        return f"not a valid regular expression: {err}, got {value!r}"
+    return None
+
+
+@dataclass(frozen=True)
+class GatewayRoute(Section):
     """One ``[[gateway.routes]]`` entry: tried in order, after exact served names and aliases."""
 
-    match: str = Field(min_length=1, max_length=200)  # an exact name, or a regular expression (full match)
-    to: list[str] = Field(min_length=1)  # deployment names or aliases, one pool
-    fallback: list[str] = Field(default_factory=list)  # tried in order when no member of `to` can answer
-
-    _names = field_validator("to", "fallback")(_model_names)
-
-    @field_validator("match")
-    @classmethod
-    def _regex(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as err:
-            raise ValueError(f"not a valid regular expression: {err}, got {value!r}") from None
-        return value
+    # An exact name, or a regular expression (full match).
+    match: Annotated[str, MinLen(1), MaxLen(200), Check(_regex_problem)]
+    to: Annotated[list[str], MinLen(1), Check(_model_names_problem)]  # deployment names or aliases, one pool
+    # Tried in order when no member of `to` can answer.
+    fallback: Annotated[list[str], Check(_model_names_problem)] = field(default_factory=list)
 
 
-class GatewaySettings(Strict):
+def _listen_problem(value: str) -> str | None:
+    try:
+        parse_listen(value)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+@dataclass(frozen=True)
+class GatewaySettings(Section):
     """agent.toml ``[gateway]``: the host's one OpenAI endpoint (`vllm-agent gateway`)."""
 
-    listen: str = "127.0.0.1:8080"
+    listen: Annotated[str, Check(_listen_problem)] = "127.0.0.1:8080"
     # How many times one stream may move to another engine when its engine dies; 0: never.
-    migration_limit: Annotated[int, Field(ge=0, le=100)] = 3
+    migration_limit: Annotated[int, Ge(0), Le(100)] = 3
     # Further engines tried for one request before its first byte (connection errors, 5xx).
-    retries: Annotated[int, Field(ge=0, le=100)] = 2
+    retries: Annotated[int, Ge(0), Le(100)] = 2
     # One JSON line per request (who, which model and deployment, status, timings; never prompts).
     access_log: bool = True
-    routes: list[GatewayRoute] = Field(default_factory=list)
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, value: str) -> str:
-        parse_listen(value)
-        return value
+    routes: list[GatewayRoute] = field(default_factory=list)
 
 
-class AgentSettings(Strict):
+def _absolute_problem(value: Path) -> str | None:
+    if not value.is_absolute():
+        return f"must be an absolute path, got {str(value)!r}"
+    if ".." in value.parts:
+        # systemd ignores a LoadCredential= or StandardOutput= path that is not normalised.
+        return f"must be a normalised path without '..', got {str(value)!r}"
+    return None
+
+
+def _absolute_dirs_problem(value: list[Path]) -> str | None:
+    return next(filter(None, map(_absolute_problem, value)), None)
+
+
+def _ordered_problem(value: tuple[int, int]) -> str | None:
+    return f"must be [low, high] with low <= high, got {list(value)}" if value[0] > value[1] else None
+
+
+AbsolutePath = Annotated[Path, Check(_absolute_problem)]
+
+
+@dataclass(frozen=True)
+class AgentSettings(Section):
     """agent.toml."""
 
-    port_range: tuple[Annotated[int, Field(ge=1, le=65535)], Annotated[int, Field(ge=1, le=65535)]] = (
-        8000,
-        8999,
-    )
-    state_dir: Path | None = None
+    port_range: Annotated[tuple[Port, Port], Check(_ordered_problem)] = (8000, 8999)
+    state_dir: AbsolutePath | None = None
     # Where unit files and drop-ins are written; default: the scope's admin unit directory.
-    unit_dir: Path | None = None
+    unit_dir: AbsolutePath | None = None
     # When set, units append engine output to LOG_DIR/NAME.log (for hosts without journald).
-    log_dir: Path | None = None
+    log_dir: AbsolutePath | None = None
     # Files here become systemd credentials (LoadCredential=), never environment or argv.
-    credentials_dir: Path | None = None
+    credentials_dir: AbsolutePath | None = None
     # The daemon's status API (HTTP over a Unix socket); default: the scope's runtime directory.
-    socket: Path | None = None
+    socket: AbsolutePath | None = None
     # Downloaded models (huggingface_hub's cache layout); default /var/cache/vllm-agent/huggingface,
     # or ~/.cache/vllm-agent/huggingface with --user.
-    cache_dir: Path | None = None
-    engine: EngineSettings = Field(default_factory=EngineSettings)
-    plugins: PluginSettings = Field(default_factory=PluginSettings)
-    health: HealthSettings = Field(default_factory=HealthSettings)
-    restart: RestartSettings = Field(default_factory=RestartSettings)
-    startup: StartupSettings = Field(default_factory=StartupSettings)
+    cache_dir: AbsolutePath | None = None
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    plugins: PluginSettings = field(default_factory=PluginSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
+    restart: RestartSettings = field(default_factory=RestartSettings)
+    startup: StartupSettings = field(default_factory=StartupSettings)
     # Where the `cache` source looks for plain model directories (an NFS share): a model
     # org/name is DIR/org/name, else DIR/name, in the order listed.
-    model_dirs: list[Path] = Field(default_factory=list)
-    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
-
-    _control = model_validator(mode="before")(_refuse_control_characters)
-
-    @field_validator("port_range")
-    @classmethod
-    def _ordered(cls, value: tuple[int, int]) -> tuple[int, int]:
-        if value[0] > value[1]:
-            raise ValueError(f"must be [low, high] with low <= high, got {list(value)}")
-        return value
-
-    @field_validator("state_dir", "unit_dir", "log_dir", "credentials_dir", "socket", "cache_dir")
-    @classmethod
-    def _absolute(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_absolute():
-            raise ValueError(f"must be an absolute path, got {str(value)!r}")
-        if value is not None and ".." in value.parts:
-            # systemd ignores a LoadCredential= or StandardOutput= path that is not normalised.
-            raise ValueError(f"must be a normalised path without '..', got {str(value)!r}")
-        return value
-
-    @field_validator("model_dirs")
-    @classmethod
-    def _absolute_dirs(cls, value: list[Path]) -> list[Path]:
-        for item in value:
-            cls._absolute(item)
-        return value
+    model_dirs: Annotated[list[Path], Check(_absolute_dirs_problem)] = field(default_factory=list)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
 
 
-class EngineSection(Strict):
-    command: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)
-
-    @field_validator("command")
-    @classmethod
-    def _secrets(cls, value: list[str] | None) -> list[str] | None:
-        return value if value is None else _no_secret_flags(value)
+@dataclass(frozen=True)
+class EngineSection(Section):
+    command: Annotated[list[Annotated[str, MinLen(1)]], MinLen(1), Check(_secret_flag_problem)] | None = None
 
 
-class TestSpec(BaseModel):
-    """One ``[[tests]]`` entry; runner-specific options are checked by the runner's plugin."""
+@dataclass(frozen=True, init=False)
+class TestSpec(Section):
+    """One ``[[tests]]`` entry; runner-specific options are checked by the runner's plugin.
 
-    model_config = ConfigDict(extra="allow", frozen=True)
-    __test__ = False  # not a pytest class
+    ``TestSpec(runner="pytest", path="tests.d/x.py")``: keys besides runner, name and timeout are
+    the runner's ``options`` (config/validation.py gathers them the same way from a file).
+    """
 
-    runner: str = Field(min_length=1)
+    __test__: ClassVar[bool] = False  # not a pytest class
+
+    runner: Annotated[str, MinLen(1)]
     name: str | None = None
     timeout: PositiveSeconds = 120.0
+    options: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def options(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
+    def __init__(
+        self,
+        runner: str,
+        name: str | None = None,
+        timeout: float = 120.0,
+        options: dict[str, Any] | None = None,
+        **more: Any,
+    ) -> None:
+        object.__setattr__(self, "runner", runner)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "timeout", timeout)
+        object.__setattr__(self, "options", {**(options or {}), **more})
+        self.__post_init__()
 
 
-class Deployment(Strict):
+def _name_problem(value: str) -> str | None:
+    if not NAME_RE.fullmatch(value):
+        return f"must be 1 to 64 characters of [a-z0-9._-] starting with a letter or digit, got {value!r}"
+    return None
+
+
+def _host_problem(value: str) -> str | None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not _HOSTNAME.fullmatch(value):
+            return f"must be an IP address or a host name, got {value!r}"
+    return None
+
+
+def _env_problem(value: dict[str, str]) -> str | None:
+    for key in value:
+        if not _ENV_NAME.fullmatch(key):
+            return f"{key!r} is not a valid environment variable name"
+        if _SECRET_ENV.search(key):
+            return (
+                f"{key!r} looks like a secret; environment values are visible to every user in "
+                "'systemctl show'. Put it in the credentials directory instead (e.g. hf_token, api_key)"
+            )
+    return None
+
+
+def _include_files_problem(value: list[str]) -> str | None:
+    return next(filter(None, map(_repo_pattern_problem, value)), None)
+
+
+def _fraction_problem(value: float) -> str | None:
+    return None if 0 < value <= 1 else f"must be > 0 and <= 1, got {value}"
+
+
+def _gpu_ids_problem(value: int | list[int | str] | None) -> str | None:
+    for item in value if isinstance(value, list) else []:
+        if isinstance(item, int) and item < 0 or isinstance(item, str) and not _GPU_ID.fullmatch(item):
+            return f"each GPU must be an index (0, 1, ...) or a UUID (GPU-..., MIG-...), got {item!r}"
+    if isinstance(value, list):
+        if len({str(item) for item in value}) != len(value):
+            return f"names a device twice: {value!r}"
+        if len(value) > 1 and any(str(item).startswith("MIG-") for item in value):
+            # CUDA enumerates one MIG device per process: an engine cannot span two.
+            return f"a MIG instance must be the deployment's only device, got {value!r}"
+    return None
+
+
+@dataclass(frozen=True)
+class Deployment(Section):
     """models.d/NAME.toml; ``name`` comes from the file name."""
 
-    name: str
-    model: str
+    name: Annotated[str, Check(_name_problem)]
+    model: Annotated[str, Check(model_id_problem)]
     source: str | None = None
-    revision: str | None = Field(default=None, min_length=1, max_length=200)
-    served_model_name: str | None = Field(default=None, min_length=1, max_length=200)
-    host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=1, le=65535)] | None = None
-    gpus: Annotated[int, Field(ge=0)] | list[int | str] | None = None
-    gpu_memory_utilization: float | None = None
-    tensor_parallel_size: Annotated[int, Field(ge=1)] | None = None
-    pipeline_parallel_size: Annotated[int, Field(ge=1)] | None = None
+    revision: Annotated[str, MinLen(1), MaxLen(200)] | None = None
+    served_model_name: Annotated[str, MinLen(1), MaxLen(200)] | None = None
+    host: Annotated[str, Check(_host_problem)] = "127.0.0.1"
+    port: Port | None = None
+    gpus: Annotated[int, Ge(0)] | Annotated[list[int | str], Check(_gpu_ids_problem)] | None = None
+    gpu_memory_utilization: Annotated[float, Check(_fraction_problem)] | None = None
+    tensor_parallel_size: Annotated[int, Ge(1)] | None = None
+    pipeline_parallel_size: Annotated[int, Ge(1)] | None = None
     # Seconds the launcher waits for GPU memory a stopping engine still holds (a restart).
-    wait_for_memory: Annotated[float, Field(ge=0)] = 30.0
+    wait_for_memory: Annotated[float, Ge(0)] = 30.0
     # What the daemon does when a device of this deployment fails (a bad Xid, new ECC errors,
     # a lost GPU): stop it, keep it (the engine's own restarts decide), or move it elsewhere.
     on_gpu_failure: Literal["stop", "keep", "move"] = "stop"
-    max_model_len: Annotated[int, Field(ge=1)] | None = None
-    args: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
+    max_model_len: Annotated[int, Ge(1)] | None = None
+    args: Annotated[list[str], Check(_secret_flag_problem)] = field(default_factory=list)
+    env: Annotated[dict[str, str], Check(_env_problem)] = field(default_factory=dict)
     # Source "hf": files to download besides what the engine needs (fnmatch patterns such as
     # "original/*" or "*.gguf").
-    include_files: list[str] = Field(default_factory=list)
+    include_files: Annotated[list[str], Check(_include_files_problem)] = field(default_factory=list)
     mode: Literal["managed", "monitored", "external"] = "managed"
     url: str | None = None
-    engine: EngineSection = Field(default_factory=EngineSection)
-    startup: StartupSettings = Field(default_factory=StartupSettings)
-    health: HealthSettings = Field(default_factory=HealthSettings)
-    restart: RestartSettings = Field(default_factory=RestartSettings)
+    engine: EngineSection = field(default_factory=EngineSection)
+    startup: StartupSettings = field(default_factory=StartupSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
+    restart: RestartSettings = field(default_factory=RestartSettings)
     # None: the default smoke test; [] (`tests = []`): no post-start tests at all.
     tests: list[TestSpec] | None = None
     # The gateway: names this deployment answers to besides its served name, and the
     # deployments (or aliases) that answer for it, in order, when it cannot.
-    aliases: list[str] = Field(default_factory=list)
-    fallback: list[str] = Field(default_factory=list)
+    aliases: Annotated[list[str], Check(_model_names_problem)] = field(default_factory=list)
+    fallback: Annotated[list[str], Check(_model_names_problem)] = field(default_factory=list)
 
-    _control = model_validator(mode="before")(_refuse_control_characters)
-    _gateway_names = field_validator("aliases", "fallback")(_model_names)
+    def problems(self) -> list[str]:
+        return [problem for problem in (self._gpus_problem(), self._url_problem()) if problem]
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not NAME_RE.fullmatch(value):
-            raise ValueError(
-                f"must be 1 to 64 characters of [a-z0-9._-] starting with a letter or digit, got {value!r}"
-            )
-        return value
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, value: str) -> str:
-        problem = model_id_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
-
-    @field_validator("gpu_memory_utilization")
-    @classmethod
-    def _fraction(cls, value: float | None) -> float | None:
-        if value is not None and not 0 < value <= 1:
-            raise ValueError(f"must be > 0 and <= 1, got {value}")
-        return value
-
-    @field_validator("host")
-    @classmethod
-    def _host(cls, value: str) -> str:
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            if not _HOSTNAME.fullmatch(value):
-                raise ValueError(f"must be an IP address or a host name, got {value!r}") from None
-        return value
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if not _ENV_NAME.fullmatch(key):
-                raise ValueError(f"{key!r} is not a valid environment variable name")
-            if _SECRET_ENV.search(key):
-                raise ValueError(
-                    f"{key!r} looks like a secret; environment values are visible to every user in "
-                    "'systemctl show'. Put it in the credentials directory instead (e.g. hf_token, api_key)"
-                )
-        return value
-
-    _args = field_validator("args")(_no_secret_flags)
-
-    @field_validator("include_files")
-    @classmethod
-    def _include_files(cls, value: list[str]) -> list[str]:
-        for pattern in value:
-            problem = _repo_pattern_problem(pattern)
-            if problem:
-                raise ValueError(problem)
-        return value
-
-    @field_validator("gpus")
-    @classmethod
-    def _gpu_ids(cls, value: int | list[int | str] | None) -> int | list[int | str] | None:
-        for item in value if isinstance(value, list) else []:
-            if isinstance(item, int) and item < 0 or isinstance(item, str) and not _GPU_ID.fullmatch(item):
-                raise ValueError(f"each GPU must be an index (0, 1, ...) or a UUID (GPU-..., MIG-...), got {item!r}")
-        if isinstance(value, list):
-            if len({str(item) for item in value}) != len(value):
-                raise ValueError(f"names a device twice: {value!r}")
-            if len(value) > 1 and any(str(item).startswith("MIG-") for item in value):
-                # CUDA enumerates one MIG device per process: an engine cannot span two.
-                raise ValueError(f"a MIG instance must be the deployment's only device, got {value!r}")
-        return value
-
-    @model_validator(mode="after")
-    def _gpus_match_parallelism(self) -> Deployment:
+    def _gpus_problem(self) -> str | None:
         """vLLM needs exactly tensor_parallel_size x pipeline_parallel_size devices. Without
         ``gpus`` (the CPU, or the whole host's devices) there is nothing to agree with."""
         count = len(self.gpus) if isinstance(self.gpus, list) else self.gpus
         if not count or (self.tensor_parallel_size is None and self.pipeline_parallel_size is None):
-            return self
+            return None
         tp, pp = self.tensor_parallel_size or 1, self.pipeline_parallel_size or 1
         if count != tp * pp:
-            raise ValueError(
+            return (
                 f"gpus: {count} GPU(s) do not match tensor_parallel_size x pipeline_parallel_size = "
                 f"{tp} x {pp} = {tp * pp}"
             )
-        return self
+        return None
 
-    @model_validator(mode="after")
-    def _mode_and_url(self) -> Deployment:
+    def _url_problem(self) -> str | None:
         if self.mode == "external" and not self.url:
-            raise ValueError("url: required when mode = 'external'")
+            return "url: required when mode = 'external'"
         if self.mode != "external" and self.url:
-            raise ValueError("url: only allowed with mode = 'external'")
+            return "url: only allowed with mode = 'external'"
         if self.url and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", self.url):
-            raise ValueError(f"url: must be an http:// or https:// URL, got {self.url!r}")
-        return self
+            return f"url: must be an http:// or https:// URL, got {self.url!r}"
+        return None
 
     @property
     def source_name(self) -> str:

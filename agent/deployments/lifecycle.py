@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,7 +58,7 @@ class Deployments:
             deployment = assign_port(self.config, deployment)
         elif deployment.port is None:  # the port a start would assign, from the files as they are
             taken = set(ports_on_disk(self.config, exclude=name))
-            deployment = deployment.model_copy(update={"port": allocate_port(self.config.settings.port_range, taken)})
+            deployment = dataclasses.replace(deployment, port=allocate_port(self.config.settings.port_range, taken))
         # GpuError: no backend, too few free devices, a named device missing or over-shared.
         slots = self.placer.place(deployment, record=write_port)
         directives = self.plugins.unit_directives(deployment)

@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from vllm_agent.config.schema import Deployment
+from vllm_agent.config.directory import deployment_from_data
+from vllm_agent.config.schema import AgentSettings, Deployment
+from vllm_agent.errors import ConfigError
 from vllm_agent.gpu.quarantine import (
     APPLICATION_XIDS,
     GpuFailureAction,
@@ -77,8 +79,8 @@ def test_on_gpu_failure_decides_per_deployment_and_named_devices_cannot_move() -
 
 
 def test_on_gpu_failure_is_validated() -> None:
-    with pytest.raises(ValueError, match="on_gpu_failure"):
-        Deployment(name="x", model="org/a", on_gpu_failure="explode")
+    with pytest.raises(ConfigError, match="models.d/x.toml: on_gpu_failure: must be one of 'stop', 'keep' or 'move'"):
+        deployment_from_data("x", {"model": "org/a", "on_gpu_failure": "explode"}, AgentSettings())
 
 
 def run(conf: Path, devices: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -61,7 +61,7 @@ def site_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
 
 
 def deployment(expect: str) -> Deployment:
-    return Deployment.model_validate(
+    return Deployment.from_json(
         {"name": "tiny", "model": "/models/tiny", "tests": [{"runner": "site-check", "expect": expect}]}
     )
 
