@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parents[1] / "agent" / "testing" / "vllm_flags.txt"
+OUT = Path(__file__).resolve().parents[1] / "agent" / "testing" / "fake_vllm" / "vllm_flags.txt"
 
 
 def nargs_of(action: argparse.Action) -> str:

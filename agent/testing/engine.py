@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..plugin_api import EngineTarget
 
-SCRIPT = Path(__file__).resolve().parent / "fake_vllm.py"
+SCRIPT = Path(__file__).resolve().parent / "fake_vllm"  # a package directory: `python DIR` runs it
 
 
 def free_port() -> int:

@@ -6,7 +6,6 @@ It runs through the shared harness (tests/harness/fake_engine.py) and the ``star
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -21,16 +20,7 @@ import httpx
 import pytest
 from harness.fake_engine import ENGINE_COMM, SCRIPT, alive, comm, wait_until
 from harness.ports import PortLease
-
-
-def load_module():
-    spec = importlib.util.spec_from_file_location("fake_vllm_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fake_vllm = load_module()
+from vllm_agent.testing.fake_vllm import api_server as fake_vllm
 
 
 def metric(text: str, name: str) -> float:
@@ -164,7 +154,7 @@ def test_refused_while_loading_then_ready_with_engine_core_child(start_fake):
         "--max-model-len",
         "256",
         load_time=0.6,
-        argv0=[str(SCRIPT)],
+        argv0=[str(SCRIPT / "__main__.py")],
     )
     engine = fake.engine_pid()  # written once the port is bound, before loading
     with pytest.raises(httpx.ConnectError):
