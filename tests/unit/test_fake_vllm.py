@@ -1,4 +1,4 @@
-"""The fake vLLM engine (agent/testing/fake_vllm.py) behaves like the real server where tests rely on it.
+"""The fake vLLM engine (agent/testing/fake_vllm/) behaves like the real server where tests rely on it.
 
 It runs through the shared harness (tests/harness/fake_engine.py) and the ``start_fake`` and
 ``ready_fake`` fixtures (tests/unit/conftest.py), so these tests check those too.
@@ -20,7 +20,7 @@ import httpx
 import pytest
 from harness.fake_engine import ENGINE_COMM, SCRIPT, alive, comm, wait_until
 from harness.ports import PortLease
-from vllm_agent.testing.fake_vllm import api_server as fake_vllm
+from vllm_agent.testing.fake_vllm import cli as fake_vllm
 
 
 def metric(text: str, name: str) -> float:
