@@ -179,6 +179,23 @@ def test_refused_while_loading_then_ready_with_engine_core_child(start_fake):
     assert ppid == fake.proc.pid
 
 
+@pytest.mark.parametrize(
+    "argv0",
+    [
+        # By path, isolated and without site-packages: the standard library alone, as a machine's
+        # python3 runs it where the project is not installed (the system tier does).
+        pytest.param([sys.executable, "-I", "-S", str(SCRIPT)], id="directory-stdlib-only"),
+        pytest.param([sys.executable, "-m", "vllm_agent.testing.fake_vllm"], id="module"),
+    ],
+)
+def test_every_way_of_starting_it_serves_with_its_engine_core(start_fake, argv0):
+    fake = start_fake(load_time=0.1, argv0=argv0)
+    fake.wait_ready()
+    answer = fake.post("/v1/completions", {"prompt": "Say", "max_tokens": 2}).json()
+    assert answer["choices"][0]["text"] == " hello world"
+    assert comm(fake.engine_pid()) == ENGINE_COMM
+
+
 def test_unwritable_pid_file_fails_without_leaving_the_engine_core(tmp_path):
     with PortLease() as lease:
         result = subprocess.run(
