@@ -2,7 +2,7 @@
 """Recovery and daemon benchmark (issue 4): how fast the agent notices and heals, what it costs.
 
 Runs against a private, real ``systemd --user`` manager (agent/testing/user_manager.py) and the
-fake engine (agent/testing/fake_vllm.py), driving the real ``vllm-agent`` CLI like an operator:
+fake engine (agent/testing/fake_vllm/), driving the real ``vllm-agent`` CLI like an operator:
 
 1. engine death -> the agent knows: SIGKILL the engine (the launcher's child) of a ready
    deployment; until the launcher recorded it (state file ``phase: failed``, its ``since``) and

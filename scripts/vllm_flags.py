@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Write the options real vLLM's OpenAI API server accepts, for the fake engine.
 
-    .vllm-venv/bin/python scripts/vllm_flags.py            # rewrite agent/testing/vllm_flags.txt
+    .vllm-venv/bin/python scripts/vllm_flags.py            # rewrite agent/testing/fake_vllm/vllm_flags.txt
     .vllm-venv/bin/python scripts/vllm_flags.py --check    # exit 1 if the file is stale
 
-Run it with the vLLM venv's python (scripts/install-vllm). The fake (agent/testing/fake_vllm.py) is
+Run it with the vLLM venv's python (scripts/install-vllm). The fake (agent/testing/fake_vllm/) is
 standard library only and cannot ask vLLM's parser, so it reads this list to refuse an unknown
 flag with exit status 2, as ``python -m vllm.entrypoints.openai.api_server`` does. The vllm test
 tier runs ``--check``, so the list cannot go stale silently when vLLM is upgraded.
@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parents[1] / "agent" / "testing" / "vllm_flags.txt"
+OUT = Path(__file__).resolve().parents[1] / "agent" / "testing" / "fake_vllm" / "vllm_flags.txt"
 
 
 def nargs_of(action: argparse.Action) -> str:

@@ -1,7 +1,7 @@
-"""Run the fake vLLM server (fake_vllm.py, next to this file) as a child process, for tests.
+"""Run the fake vLLM server (the fake_vllm package, next to this file) as a child process, for tests.
 
-It serves the OpenAI endpoints, /health and /metrics like vLLM does (see fake_vllm.py's
-docstring for its modes: a dying engine, a hung one, a slow load).
+It serves the OpenAI endpoints, /health and /metrics like vLLM does (see fake_vllm/__init__.py
+for its modes: a dying engine, a hung one, a slow load).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..plugin_api import EngineTarget
 
-SCRIPT = Path(__file__).resolve().parent / "fake_vllm.py"
+SCRIPT = Path(__file__).resolve().parent / "fake_vllm"  # a package directory: `python DIR` runs it
 
 
 def free_port() -> int:

@@ -43,7 +43,7 @@ def deploy_text(hub: FakeHub) -> str:
 
 
 def engine_pid(main_pid: int) -> int:
-    # The API server, not its EngineCore child (whose command line names fake_vllm.py too).
+    # The API server, not its EngineCore child (whose command line names fake_vllm too).
     children = [
         pid
         for pid in descendants(main_pid)

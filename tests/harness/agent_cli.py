@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]  # tests/harness/ -> repo
-FAKE_ENGINE = REPO / "agent" / "testing" / "fake_vllm.py"
+FAKE_ENGINE = REPO / "agent" / "testing" / "fake_vllm"
 AGENT = Path(sys.executable).parent / "vllm-agent"
 
 

@@ -1,4 +1,4 @@
-"""The engine contract: checks that real vLLM and the fake (agent/testing/fake_vllm.py) both pass.
+"""The engine contract: checks that real vLLM and the fake (agent/testing/fake_vllm/) both pass.
 
 tests/unit/test_engine_contract.py runs every check against the fake, tests/vllm/test_real_engine_contract.py
 against real vLLM 0.32: what the fast tiers assume of the engine is proven on the real one. Each

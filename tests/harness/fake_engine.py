@@ -1,4 +1,4 @@
-"""Run the fake vLLM engine (agent/testing/fake_vllm.py) as a real process, and look at processes in /proc.
+"""Run the fake vLLM engine (agent/testing/fake_vllm/) as a real process, and look at processes in /proc.
 
 One implementation for every test that needs the engine: ``Fake`` starts it on a loopback port
 the kernel chose (see ports.py) in its own process group, waits for it failing fast (with its

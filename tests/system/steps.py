@@ -15,7 +15,7 @@ DISTROS = {"debian12": "python3.11", "ubuntu2404": "python3.12"}
 # install, deploy, polkit, lintian. The rest runs on Debian 12 (conftest's ``distro``).
 on_every_distro = pytest.mark.parametrize("distro", list(DISTROS), indirect=True)
 
-FAKE_ENGINE = "/src/agent/testing/fake_vllm.py"  # stdlib-only: runs on the machine's python3
+FAKE_ENGINE = "/src/agent/testing/fake_vllm"  # stdlib-only: runs on the machine's python3
 MODEL = "/srv/models/tiny"
 
 

@@ -1,4 +1,4 @@
-"""Fixtures for unit tests: the fake vLLM engine (agent/testing/fake_vllm.py), and a tiny tmpfs.
+"""Fixtures for unit tests: the fake vLLM engine (agent/testing/fake_vllm/), and a tiny tmpfs.
 
 Each engine is a real process on a free loopback port, in its own process group, with its output
 in files under the test's tmp_path; each is killed, with its EngineCore child, after the test (see

@@ -1,4 +1,4 @@
-"""The fake vLLM engine (agent/testing/fake_vllm.py) behaves like the real server where tests rely on it.
+"""The fake vLLM engine (agent/testing/fake_vllm/) behaves like the real server where tests rely on it.
 
 It runs through the shared harness (tests/harness/fake_engine.py) and the ``start_fake`` and
 ``ready_fake`` fixtures (tests/unit/conftest.py), so these tests check those too.
@@ -6,7 +6,6 @@ It runs through the shared harness (tests/harness/fake_engine.py) and the ``star
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -21,16 +20,7 @@ import httpx
 import pytest
 from harness.fake_engine import ENGINE_COMM, SCRIPT, alive, comm, wait_until
 from harness.ports import PortLease
-
-
-def load_module():
-    spec = importlib.util.spec_from_file_location("fake_vllm_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fake_vllm = load_module()
+from vllm_agent.testing.fake_vllm import cli as fake_vllm
 
 
 def metric(text: str, name: str) -> float:
@@ -164,7 +154,7 @@ def test_refused_while_loading_then_ready_with_engine_core_child(start_fake):
         "--max-model-len",
         "256",
         load_time=0.6,
-        argv0=[str(SCRIPT)],
+        argv0=[str(SCRIPT / "__main__.py")],
     )
     engine = fake.engine_pid()  # written once the port is bound, before loading
     with pytest.raises(httpx.ConnectError):
@@ -187,6 +177,23 @@ def test_refused_while_loading_then_ready_with_engine_core_child(start_fake):
         )
     )
     assert ppid == fake.proc.pid
+
+
+@pytest.mark.parametrize(
+    "argv0",
+    [
+        # By path, isolated and without site-packages: the standard library alone, as a machine's
+        # python3 runs it where the project is not installed (the system tier does).
+        pytest.param([sys.executable, "-I", "-S", str(SCRIPT)], id="directory-stdlib-only"),
+        pytest.param([sys.executable, "-m", "vllm_agent.testing.fake_vllm"], id="module"),
+    ],
+)
+def test_every_way_of_starting_it_serves_with_its_engine_core(start_fake, argv0):
+    fake = start_fake(load_time=0.1, argv0=argv0)
+    fake.wait_ready()
+    answer = fake.post("/v1/completions", {"prompt": "Say", "max_tokens": 2}).json()
+    assert answer["choices"][0]["text"] == " hello world"
+    assert comm(fake.engine_pid()) == ENGINE_COMM
 
 
 def test_unwritable_pid_file_fails_without_leaving_the_engine_core(tmp_path):

@@ -1,4 +1,4 @@
-"""The built-in health strategies against the real fake engine (agent/testing/fake_vllm.py).
+"""The built-in health strategies against the real fake engine (agent/testing/fake_vllm/).
 
 The central case: a hung engine keeps /health at 200, and only ``completion`` notices, within its
 deadline.

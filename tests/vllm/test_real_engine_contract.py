@@ -44,7 +44,7 @@ def run(tiny_model: Path) -> Iterator[contract.EngineRun]:
 
 
 def test_the_fakes_flag_list_is_the_installed_vllms(tiny_model: Path) -> None:
-    # agent/testing/vllm_flags.txt is what the fake accepts; regenerate it when vLLM changes.
+    # agent/testing/fake_vllm/vllm_flags.txt is what the fake accepts; regenerate it when vLLM changes.
     done = subprocess.run(
         [str(VLLM_PYTHON), str(REPO / "scripts" / "vllm_flags.py"), "--check"],
         capture_output=True,
