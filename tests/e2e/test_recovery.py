@@ -269,8 +269,10 @@ def test_external_deployment_is_checked_and_reported_by_the_daemon(agent, model_
     import sys
 
     from harness.agent_cli import FAKE_ENGINE
+    from harness.ports import PortLease
 
-    port = 21990
+    lease = PortLease()  # held while the engine binds it beside us, as vLLM does
+    port = lease.port
     engine = subprocess.Popen(
         [
             sys.executable,
@@ -306,6 +308,7 @@ def test_external_deployment_is_checked_and_reported_by_the_daemon(agent, model_
         except ProcessLookupError:
             pass
         engine.wait()
+        lease.release()
 
 
 def test_a_broken_file_leaves_its_running_deployment_alone(agent, model_dir, user_manager) -> None:  # noqa: ANN001
