@@ -204,12 +204,14 @@ def run_command(args: argparse.Namespace, engine_args: list[str] | None, connect
 
         config = _load(config_dir, user, name=args.target if "/" not in args.target else "")
         return run_pull(config, _plugins(config), args.target, as_json=args.json)
+    if args.command == "launch":  # the unit's main process: only what the unit needs
+        from ..unit.main import launch
+
+        return launch(config_dir, user, args.name, engine_args)
     from . import commands
 
     if args.command == "validate":
         return commands.validate(config_dir, user, as_json=args.json)
-    if args.command == "launch":
-        return commands.launch(config_dir, user, args.name, engine_args)
     if args.command == "gateway":
         from ..gateway.main import main as gateway_main
 

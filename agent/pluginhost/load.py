@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 import pluggy
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from .. import HOOK_API_ATTRIBUTE, HOOK_API_VERSION
 
@@ -43,6 +42,9 @@ def refusal(name: str, plugin: object) -> str | None:
     declared = declared_api(plugin)
     if not declared:
         return None  # no declaration: trusted, as before versioning
+    # Only here: every launcher loads the plugins, few plugins declare a range.
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
     try:
         supported = SpecifierSet(declared)
     except InvalidSpecifier:

@@ -198,7 +198,7 @@ class Launcher:
         await asyncio.wait({resolving, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if not resolving.done():
             # A download in a worker thread cannot be interrupted: it is abandoned, and the
-            # process exits without waiting for it (see commands.launch).
+            # process exits without waiting for it (see unit/main.py).
             resolving.cancel()
             await asyncio.wait({resolving}, timeout=1.0)
             self.log.info("stopped while resolving the model", model=self.deployment.model)
