@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -48,7 +49,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from harness.agent_cli import AGENT, FAKE_ENGINE, AgentCli, agent_env, write_tiny_model_dir  # noqa: E402
 from harness.ports import agent_ports  # noqa: E402
 from harness.processes import wait_for  # noqa: E402
-from lean_costs import Profile, alone_costs, import_floor, report, third_party_plugins  # noqa: E402
+from lean_costs import Profile, alone_costs, import_floor, import_memory, report, third_party_plugins  # noqa: E402
 from real_vllm import health_ok  # noqa: E402 - the same /health probe as the real-vLLM bench
 from recovery import CLK_TCK, cpu_busy, proc_cpu_ticks  # noqa: E402 - as the recovery bench reads them
 from vllm_agent.testing.user_manager import UserManager  # noqa: E402
@@ -57,6 +58,7 @@ FLEET = 16
 POLL = 0.01  # seconds between /health probes during a measured start
 PROFILE_DROPIN = "90-lean-bench-importtime.conf"
 LAUNCH_BEFORE = "vllm-agent launch, up to the engine spawn"
+LAUNCH_AFTER = "vllm-agent launch, after the spawn"
 # The profiles whose imports alone are timed (their floor), and the keys of those figures.
 FLOORS = {
     "vllm-agent start": "floor_start",
@@ -80,16 +82,21 @@ TARGETS: list[tuple[str, str, str, float | None, str]] = [
     ("share_engine", "  (engine: spawn -> first /health 200)", "-", None, "s"),
     ("status_no_daemon", f"`status` without the daemon ({FLEET} deployments)", "< 150 ms", 0.150, "ms"),
     ("status_daemon", f"`status` with the daemon ({FLEET} deployments)", "< 50 ms", 0.050, "ms"),
+    ("status_api", "  (the daemon's answer to GET /v1/status on its socket)", "-", None, "ms"),
     ("floor_status", "  (`status` without daemon: its imports alone)", "-", None, "ms"),
     ("floor_status_exit", "  (the same, with the interpreter's normal exit: its teardown)", "-", None, "ms"),
     ("floor_status_daemon", "  (`status` with daemon: its imports alone)", "-", None, "ms"),
     ("python_floor", "  (floor: `python -c pass` of this venv)", "-", None, "ms"),
     ("launcher_rss", f"launcher RSS (each of {FLEET})", "< 30 MB", 30, "MB"),
     ("launcher_uss", f"launcher USS (each of {FLEET})", "< 20 MB", 20, "MB"),
+    ("launcher_imports_rss", "  (RSS of a python importing what the launcher imports)", "-", None, "MB"),
+    ("launcher_imports_uss", "  (USS of the same)", "-", None, "MB"),
     ("launcher_cpu", f"launcher idle CPU (each of {FLEET})", "< 1 %", 1.0, "%"),
     ("launcher_cpu_mean", f"  (launchers' idle CPU, mean of {FLEET})", "< 1 %", 1.0, "%"),
     ("daemon_rss", f"daemon RSS, {FLEET} deployments (samples)", "< 35 MB", 35, "MB"),
     ("daemon_uss", f"daemon USS, {FLEET} deployments (samples)", "-", None, "MB"),
+    ("daemon_imports_rss", "  (RSS of a python importing what the daemon imports)", "-", None, "MB"),
+    ("daemon_imports_uss", "  (USS of the same)", "-", None, "MB"),
     ("daemon_cpu", f"daemon idle CPU, {FLEET} deployments", "< 1 %", 1.0, "%"),
     ("floor_run", "  (the daemon's imports alone, wall)", "-", None, "s"),
 ]
@@ -309,7 +316,7 @@ def fig_start_share(bench: Bench, runs: int) -> None:
     # The log interleaves the launcher's events and its import lines in time order: split at the spawn.
     before, spawn, after = bench.log_text(name, offset).partition('"event": "engine started"')
     bench.profiles.append(Profile.parse(LAUNCH_BEFORE, before))
-    bench.profiles.append(Profile.parse("vllm-agent launch, after the spawn", spawn + after))
+    bench.profiles.append(Profile.parse(LAUNCH_AFTER, spawn + after))
     bench.profile_unit(f"vllm@{name}.service", False)
     bench.cli("remove", name)
 
@@ -348,6 +355,7 @@ def fig_fleet(bench: Bench, window: float, status_runs: int) -> None:
     print(f"  idle window {took:.0f} s: machine {bench.busy[-1]:.0f}% busy")
 
     bench.add("status_daemon", *status_times(bench, "daemon", status_runs))
+    bench.add("status_api", *(api_time(bench.work / "agent.sock") for _ in range(status_runs)))
     bench.manager.systemctl("stop", "vllm-agent.service", timeout=60)
     bench.add("status_no_daemon", *status_times(bench, "systemd", status_runs))
     floor = [timed([sys.executable, "-c", "pass"], bench.agent.env) for _ in range(status_runs)]
@@ -374,6 +382,21 @@ def timed(command: list[str], env: dict[str, str]) -> float:
     if done.returncode not in (0, 3):
         raise RuntimeError(f"{' '.join(command)} exited {done.returncode}: {done.stderr.decode(errors='replace')}")
     return took
+
+
+def api_time(sock: Path) -> float:
+    """Seconds for the daemon's answer to GET /v1/status over its socket: its part of `status`."""
+    began = time.perf_counter()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(5.0)
+        client.connect(str(sock))
+        client.sendall(b"GET /v1/status HTTP/1.1\r\nHost: vllm-agent\r\nContent-Length: 0\r\n\r\n")
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+    if not answer.startswith(b"HTTP/1.1 200 "):
+        raise RuntimeError(f"the daemon answered {answer[:80]!r}")
+    return time.perf_counter() - began
 
 
 def status_times(bench: Bench, source: str, runs: int) -> list[float]:
@@ -441,6 +464,10 @@ def main() -> int:
             values[FLOORS[profile.what]] = import_floor(sys.executable, env, profile, args.status_runs)
         if profile.what == "vllm-agent status (no daemon)":  # what the interpreter's exit adds to a command
             values["floor_status_exit"] = import_floor(sys.executable, env, profile, args.status_runs, False)
+    by_name = {profile.what: profile for profile in profiles}
+    for key, names in (("launcher", (LAUNCH_BEFORE, LAUNCH_AFTER)), ("daemon", ("vllm-agent run (the daemon)",))):
+        rss, uss = import_memory(sys.executable, env, [by_name[name] for name in names])
+        values[f"{key}_imports_rss"], values[f"{key}_imports_uss"] = [rss], [uss]
     loads.append(load_line())
     took = (dt.datetime.now().astimezone() - started).total_seconds()
     print()

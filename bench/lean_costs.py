@@ -68,18 +68,19 @@ PACKAGES = (
     "packaging",
 )
 
-# Runs each code in turn in one interpreter: its import time and the VmRSS it added.
+# Runs each code in turn in one interpreter: its import time and the RSS and USS it added.
 _MEASURE = """
 import json, time
-def rss():
-    for line in open('/proc/self/status'):
-        if line.startswith('VmRSS:'):
-            return int(line.split()[1])
+def mem():
+    f = dict(line.split(':') for line in open('/proc/self/smaps_rollup').read().splitlines()[1:])
+    kb = lambda key: int(f[key].split()[0])
+    return kb('Rss'), kb('Private_Clean') + kb('Private_Dirty')
 out = []
 for code in {codes!r}:
-    before = rss(); began = time.perf_counter()
+    (rss, uss), began = mem(), time.perf_counter()
     exec(compile(code, 'lib', 'exec'), {{}})
-    out.append({{'ms': (time.perf_counter() - began) * 1000, 'kb': rss() - before, 'base_kb': before}})
+    took, (rss1, uss1) = (time.perf_counter() - began) * 1000, mem()
+    out.append({{'ms': took, 'kb': rss1 - rss, 'uss_kb': uss1 - uss, 'base_kb': rss, 'base_uss_kb': uss}})
 print(json.dumps(out))
 """
 
@@ -156,23 +157,40 @@ def _top(name: str) -> str:
 
 
 def import_floor(python: str, env: dict[str, str], profile: Profile, runs: int, exit_fast: bool = True) -> list[float]:
-    """Wall seconds of a fresh interpreter that only imports what ``profile``'s process imported
-    (and the built-in plugin modules when it loaded plugins): that process's floor, without its work.
-    ``exit_fast``: end with os._exit, as the interpreter's teardown of ~500 modules is not part of
-    a start; without it, the exit as a CLI command pays it."""
-    names = profile.roots()
-    if profile.modules("vllm_agent_plugins"):
-        names += ["vllm_agent_plugins." + ep.value.split(".", 1)[1] for ep in _builtin_entry_points()]
-    code = (
-        f"import importlib, os\nfor n in {names!r}:\n    try: importlib.import_module(n)\n"
-        "    except Exception: pass\n" + ("os._exit(0)" if exit_fast else "")
-    )
+    """Wall seconds of a fresh interpreter that only imports what ``profile``'s process imported:
+    that process's floor, without its work. ``exit_fast``: end with os._exit, as the interpreter's
+    teardown of ~500 modules is not part of a start; without it, the exit as a CLI command pays it."""
+    code = _import_code([profile]) + ("os._exit(0)" if exit_fast else "")
     took = []
     for _ in range(runs):
         began = time.perf_counter()
         subprocess.run([python, "-c", code], env=env, capture_output=True, timeout=120, check=True)
         took.append(time.perf_counter() - began)
     return took
+
+
+def import_memory(python: str, env: dict[str, str], profiles: list[Profile]) -> tuple[float, float]:
+    """(RSS, USS) in MB of a fresh interpreter that imported what ``profiles`` (one process's
+    life, maybe in parts) imported: the part of that process's memory its imports explain."""
+    code = _import_code(profiles) + (
+        "f = dict(line.split(':') for line in open('/proc/self/smaps_rollup').read().splitlines()[1:])\n"
+        "kb = lambda key: int(f[key].split()[0])\n"
+        "print(kb('Rss'), kb('Private_Clean') + kb('Private_Dirty'), flush=True)\nos._exit(0)"
+    )
+    done = subprocess.run([python, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
+    rss, uss = map(int, done.stdout.split())
+    return rss / 1024, uss / 1024
+
+
+def _import_code(profiles: list[Profile]) -> str:
+    """Python that imports every top-level import of ``profiles`` in order, and the built-in
+    plugin modules when they loaded plugins (entry points are not in the profiles)."""
+    names = [name for profile in profiles for name in profile.roots()]
+    if any(profile.modules("vllm_agent_plugins") for profile in profiles):
+        names += ["vllm_agent_plugins." + ep.value.split(".", 1)[1] for ep in _builtin_entry_points()]
+    return (
+        f"import importlib, os\nfor n in {names!r}:\n    try: importlib.import_module(n)\n    except Exception: pass\n"
+    )
 
 
 def _builtin_entry_points() -> list[EntryPoint]:
@@ -200,7 +218,9 @@ def _measure(python: str, env: dict[str, str], codes: list[str], runs: int) -> l
         {
             "ms": statistics.median(s[i]["ms"] for s in samples),
             "rss_mb": statistics.median(s[i]["kb"] for s in samples) / 1024,
+            "uss_mb": statistics.median(s[i]["uss_kb"] for s in samples) / 1024,
             "base_mb": statistics.median(s[i]["base_kb"] for s in samples) / 1024,
+            "base_uss_mb": statistics.median(s[i]["base_uss_kb"] for s in samples) / 1024,
         }
         for i in range(len(codes))
     ]
@@ -217,7 +237,7 @@ def alone_costs(python: str, env: dict[str, str], runs: int = 3) -> dict[str, di
     chain = _measure(python, env, [code for _label, _package, code in LIBRARIES], runs)
     for (label, _package, _code), cost in zip(LIBRARIES, chain or [], strict=False):
         if label in out:
-            out[label] |= {"chain_ms": cost["ms"], "chain_rss_mb": cost["rss_mb"]}
+            out[label] |= {"chain_ms": cost["ms"], "chain_rss_mb": cost["rss_mb"], "chain_uss_mb": cost["uss_mb"]}
     return out
 
 
@@ -226,18 +246,25 @@ def report(profiles: list[Profile], alone: dict[str, dict[str, float]]) -> str:
     lines = ["### What each library costs", ""]
     heads = " | ".join(f"in `{p.what}` ms" for p in profiles)
     lines += [
-        f"| library | alone: import ms | alone: RSS MB | chain: ms | chain: RSS MB | {heads} |",
-        "|---|---:|---:|---:|---:|" + "---:|" * len(profiles),
+        "| library | alone: ms | alone: RSS MB | alone: USS MB | chain: ms | chain: RSS MB | chain: USS MB | "
+        f"{heads} |",
+        "|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(profiles),
     ]
     packages = {label: package for label, package, _code in LIBRARIES}
     for label, cost in alone.items():
         package = packages[label]
         inside = " | ".join(_in(p, package) for p in profiles)
-        chain = f"{cost.get('chain_ms', 0):.1f} | {cost.get('chain_rss_mb', 0):.1f}"
-        lines.append(f"| {label} | {cost['ms']:.1f} | {cost['rss_mb']:.1f} | {chain} | {inside} |")
-    base = next(iter(alone.values()), {}).get("base_mb")
-    if base is not None:
-        lines.append(f"\nA bare interpreter of this venv (site, the editable-install finder) is {base:.1f} MB RSS.")
+        chain = " | ".join(f"{cost.get(key, 0):.1f}" for key in ("chain_ms", "chain_rss_mb", "chain_uss_mb"))
+        lines.append(
+            f"| {label} | {cost['ms']:.1f} | {cost['rss_mb']:.1f} | {cost['uss_mb']:.1f} | {chain} | {inside} |"
+        )
+    first = next(iter(alone.values()), {})
+    if first:
+        lines.append(
+            f"\nA bare interpreter of this venv (site, the editable-install finder) is {first['base_mb']:.1f} MB RSS, "
+            f"{first['base_uss_mb']:.1f} MB USS. Chain: every row imported one after the other in one interpreter, "
+            "in this order; each row adds what the rows above had not loaded yet."
+        )
     for profile in profiles:
         lines += [
             "",
