@@ -49,7 +49,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from harness.agent_cli import AGENT, FAKE_ENGINE, AgentCli, agent_env, write_tiny_model_dir  # noqa: E402
 from harness.ports import agent_ports  # noqa: E402
 from harness.processes import wait_for  # noqa: E402
-from lean_costs import Profile, alone_costs, import_floor, import_memory, report, third_party_plugins  # noqa: E402
+from lean_costs import Profile, alone_costs, budgets, import_floor, import_memory, report, third_party_plugins  # noqa: E402
 from real_vllm import health_ok  # noqa: E402 - the same /health probe as the real-vLLM bench
 from recovery import CLK_TCK, cpu_busy, proc_cpu_ticks  # noqa: E402 - as the recovery bench reads them
 from vllm_agent.testing.user_manager import UserManager  # noqa: E402
@@ -458,7 +458,7 @@ def main() -> int:
         values, profiles, busy = bench.values, bench.profiles, bench.busy
     print("4. each library alone; each process's imports alone", flush=True)
     env = agent_env({})
-    alone = alone_costs(sys.executable, env)
+    alone, weights = alone_costs(sys.executable, env), budgets(sys.executable, env)
     for profile in profiles:
         if profile.what in FLOORS:
             values[FLOORS[profile.what]] = import_floor(sys.executable, env, profile, args.status_runs)
@@ -478,7 +478,7 @@ def main() -> int:
     print()
     print(table(values))
     print()
-    print(report(profiles, alone))
+    print(report(profiles, alone, weights))
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -489,6 +489,7 @@ def main() -> int:
                     "values": values,
                     "profiles": [p.to_json() for p in profiles],
                     "alone": alone,
+                    "budgets": weights,
                 },
                 indent=1,
             )

@@ -48,6 +48,30 @@ LIBRARIES: list[tuple[str, str, str]] = [
     ("packaging.specifiers", "packaging", "import packaging.specifiers"),
     ("the CLI module (vllm_agent.cli, the console entry)", "vllm_agent", "import vllm_agent.cli"),
 ]
+_MODEL = "import pydantic\nclass M(pydantic.BaseModel):\n    x: int = 0\n"
+# Sets of libraries a leaner process could be left with: what they weigh before any agent code.
+BUDGETS: list[tuple[str, str]] = [
+    (
+        "stdlib only (os, socket, json, tomllib, signal, subprocess)",
+        "import os, socket, json, tomllib, signal, subprocess",
+    ),
+    ("asyncio", "import asyncio"),
+    ("asyncio + sdbus + tomllib (a lean start or status over D-Bus)", "import asyncio, sdbus, tomllib"),
+    ("asyncio + structlog + pluggy", "import asyncio, structlog, pluggy"),
+    ("asyncio + structlog + pluggy + httpx", "import asyncio, structlog, pluggy, httpx"),
+    ("asyncio + structlog + pluggy + pydantic model", "import asyncio, structlog, pluggy\n" + _MODEL),
+    (
+        "asyncio + structlog + pluggy + httpx + pydantic model (the launcher's set today)",
+        "import asyncio, structlog, pluggy, httpx\n" + _MODEL,
+    ),
+    ("asyncio + structlog + pluggy + sdbus", "import asyncio, structlog, pluggy, sdbus"),
+    ("asyncio + structlog + pluggy + sdbus + httpx", "import asyncio, structlog, pluggy, sdbus, httpx"),
+    ("asyncio + structlog + pluggy + sdbus + pydantic model", "import asyncio, structlog, pluggy, sdbus\n" + _MODEL),
+    (
+        "asyncio + structlog + pluggy + sdbus + httpx + pydantic model (the daemon's set today)",
+        "import asyncio, structlog, pluggy, sdbus, httpx\n" + _MODEL,
+    ),
+]
 # Packages whose share of each profile is reported (the top-level name in the import system).
 PACKAGES = (
     "vllm_agent",
@@ -241,9 +265,27 @@ def alone_costs(python: str, env: dict[str, str], runs: int = 3) -> dict[str, di
     return out
 
 
-def report(profiles: list[Profile], alone: dict[str, dict[str, float]]) -> str:
-    """Markdown: the libraries side by side, then each profile's top imports and packages."""
-    lines = ["### What each library costs", ""]
+def budgets(python: str, env: dict[str, str], runs: int = 3) -> dict[str, dict[str, float]]:
+    """Each of BUDGETS in a fresh interpreter: its import ms and the whole process's RSS and USS."""
+    out = {}
+    for label, code in BUDGETS:
+        measured = _measure(python, env, [code], runs)
+        if measured:
+            cost = measured[0]
+            out[label] = {
+                "ms": cost["ms"],
+                "rss_mb": cost["base_mb"] + cost["rss_mb"],
+                "uss_mb": cost["base_uss_mb"] + cost["uss_mb"],
+            }
+    return out
+
+
+def report(profiles: list[Profile], alone: dict[str, dict[str, float]], weights: dict[str, dict[str, float]]) -> str:
+    """Markdown: the libraries side by side, what sets of them weigh, each profile's top imports."""
+    lines = ["### What sets of libraries weigh (a whole interpreter, no agent code)", ""]
+    lines += ["| libraries | import ms | RSS MB | USS MB |", "|---|---:|---:|---:|"]
+    lines += [f"| {k} | {v['ms']:.0f} | {v['rss_mb']:.1f} | {v['uss_mb']:.1f} |" for k, v in weights.items()]
+    lines += ["", "### What each library costs", ""]
     heads = " | ".join(f"in `{p.what}` ms" for p in profiles)
     lines += [
         "| library | alone: ms | alone: RSS MB | alone: USS MB | chain: ms | chain: RSS MB | chain: USS MB | "
