@@ -15,9 +15,13 @@ fake engine (agent/testing/fake_vllm.py), driving the real ``vllm-agent`` comman
    (Private_Clean + Private_Dirty of /proc/PID/smaps_rollup; the fake engines are not counted),
    and their idle CPU (utime + stime) over ``--window`` seconds;
 3. ``vllm-agent --user status`` wall time as a subprocess with the daemon running and stopped;
-4. where the cost goes (bench/lean_costs.py): ``-X importtime`` profiles of ``status`` (both
-   paths), ``start``, the launcher and the daemon as they really run (PYTHONPROFILEIMPORTTIME=1
-   through a drop-in of the bench's own, removed afterwards), and each library alone.
+4. where the cost goes (bench/lean_costs.py): ``-X importtime`` profiles of ``start`` and both
+   ``status`` paths (PYTHONPROFILEIMPORTTIME=1), of the launcher (split at the engine spawn) and
+   the daemon as systemd runs them (an ExecStart drop-in of the bench's own, removed afterwards);
+   each process's imports alone in a fresh interpreter (its wall-time and memory floor); each
+   library alone and in a chain; what sets of libraries weigh.
+
+The dev venv's test plugins are blocked in agent.toml: the figures are those of vllm-agent alone.
 
 Only loopback traffic; every wait has a deadline; everything is stopped at the end, also on failure.
 """

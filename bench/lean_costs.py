@@ -1,12 +1,14 @@
 """Where the agent's start-up cost goes (issue 14): import profiles and what each library costs.
 
-Used by bench/lean.py; nothing here starts a unit. Two kinds of data:
+Used by bench/lean.py; nothing here starts a unit. The data:
 
-- ``Profile``: a ``python -X importtime`` profile (from PYTHONPROFILEIMPORTTIME=1 in a process's
-  environment) of a real command or unit, with the top cumulative imports, the packages it loads
-  and what each named library cost inside it.
-- ``alone_costs()``: each library imported alone in a fresh interpreter, its import time and the
-  VmRSS it adds (read before and after in that interpreter), median of a few runs.
+- ``Profile``: a ``python -X importtime`` profile of a real command or unit, with the top
+  cumulative imports, the packages it loads and what each named library cost inside it;
+- ``import_floor()`` / ``import_memory()``: a fresh interpreter importing exactly what a profiled
+  process imported: that process's wall time and RSS/USS without its work;
+- ``alone_costs()``: each library imported alone in a fresh interpreter (its import time and the
+  RSS/USS it adds, from smaps_rollup before and after), and all of them in a chain;
+- ``budgets()``: what sets of libraries weigh as a whole process.
 """
 
 from __future__ import annotations
