@@ -19,6 +19,9 @@ from typing import Any, TypeVar
 
 from .log import get_logger
 
+if typing.TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
 R = TypeVar("R")
 
 
@@ -130,9 +133,14 @@ class Trouble:
     when it is over."""
 
     def __init__(self, what: str) -> None:
-        self.log = get_logger(component=what)
+        self.what = what
         self._active: set[tuple[Any, ...]] = set()
         self._lock = threading.Lock()
+
+    @property
+    def log(self) -> FilteringBoundLogger:
+        # Made when there is trouble to log: modules create their Trouble at import.
+        return get_logger(component=self.what)
 
     def report(self, key: tuple[Any, ...], event: str, **fields: Any) -> None:
         with self._lock:

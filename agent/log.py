@@ -1,13 +1,18 @@
-"""Logging with structlog: console on a TTY, JSON lines with a syslog prefix for journald."""
+"""Logging with structlog: console on a TTY, JSON lines with a syslog prefix for journald.
+
+structlog is imported on first use: `status` and other quick commands that never log do not
+pay for it (about 15 ms). A process that did not configure logging gets stderr on first use.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import structlog
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
 
 # journald reads a leading "<N>" as the line's syslog priority.
 _PRIORITY = {"debug": 7, "info": 6, "warning": 4, "warn": 4, "error": 3, "critical": 2, "exception": 3}
@@ -19,6 +24,8 @@ def _syslog_prefix(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any
 
 
 def _render_journal(_: Any, __: str, event_dict: dict[str, Any]) -> str:
+    import structlog
+
     priority = event_dict.pop("_priority", 6)
     return f"<{priority}>" + structlog.processors.JSONRenderer(sort_keys=False)(_, __, event_dict)
 
@@ -28,7 +35,14 @@ def wants_console(stream: TextIO) -> bool:
     return stream.isatty() and not os.environ.get("JOURNAL_STREAM")
 
 
+_configured = False
+
+
 def configure(*, verbose: bool = False, stream: TextIO | None = None) -> None:
+    import structlog
+
+    global _configured
+    _configured = True
     stream = stream or sys.stdout
     level = logging.DEBUG if verbose else logging.INFO
     shared: list[Any] = [
@@ -48,9 +62,13 @@ def configure(*, verbose: bool = False, stream: TextIO | None = None) -> None:
     )
 
 
-def get_logger(**bound: Any) -> structlog.typing.FilteringBoundLogger:
+def get_logger(**bound: Any) -> FilteringBoundLogger:
+    import structlog
+
+    if not _configured:
+        configure(stream=sys.stderr)  # stdout may be a command's result (status --json)
     return structlog.get_logger("vllm_agent").bind(**bound)
 
 
-def for_deployment(name: str) -> structlog.typing.FilteringBoundLogger:
+def for_deployment(name: str) -> FilteringBoundLogger:
     return get_logger(deployment=name)

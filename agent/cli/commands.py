@@ -18,14 +18,14 @@ from ..config.schema import MODELS_DIR
 from ..daemon.api import ask as ask_daemon
 from ..deployments.lifecycle import Deployments
 from ..deployments.state import StateStore
-from ..deployments.status import DeploymentStatus, one_line
-from ..deployments.statusline import exit_status
+from ..deployments.status import one_line
 from ..errors import AgentError, DaemonUnavailable
 from ..pluginhost.manager import Plugins
 from ..progress import ProgressLine
 from ..systemd.model import UnitManager
 from ..urls import local_url
 from .install import SERVICE_USER, enable_agent, install_units, system_dropins
+from .status import warn_silent as _warn_silent
 from .validate import problems_in
 
 if TYPE_CHECKING:
@@ -217,10 +217,6 @@ async def tell_daemon(config: Config) -> None:
         _warn_silent(config, reply.silent, "it was not told; 'vllm-agent reload' once it answers")
 
 
-def _warn_silent(config: Config, why: str, then: str) -> None:
-    print(f"warning: the agent daemon on {config.socket} {why}; {then}", file=sys.stderr)
-
-
 async def reload(config: Config) -> int:
     reply = await ask_daemon(config.socket, "POST", "/v1/reload")
     if reply.silent:
@@ -235,55 +231,3 @@ async def reload(config: Config) -> int:
         )
     print("reload queued: the daemon re-reads the config directory and reconciles")
     return 0
-
-
-def _daemon_rows(body: bytes | None) -> dict[str, dict[str, Any]] | None:
-    try:
-        return {row["name"]: row for row in json.loads(body)["deployments"]}
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-async def status(config_dir: Path, user: bool, connect: Connect, *, name: str | None, as_json: bool) -> int:
-    problems: list[str] = []
-    config = load_config(config_dir, user=user, problems=problems)
-    if name is not None:
-        check_name(name)
-        config.deployment(name)
-    names = [name] if name else sorted(config.deployments)
-    # The daemon knows more (transitions, health, tests); without it, systemd says enough.
-    reply = await ask_daemon(config.socket)
-    daemon_rows = _daemon_rows(reply.body)
-    silent = reply.silent
-    if reply.body is not None and daemon_rows is None:
-        silent = "answered with something other than its status JSON"
-    if silent:
-        _warn_silent(config, silent, "reading systemd directly")
-    extras = daemon_rows or {}
-    found: dict[str, DeploymentStatus] = {}
-    missing = [item for item in names if item not in extras]  # newer than the daemon's config
-    if missing:
-        units = await connect(user)
-        try:
-            deployments = Deployments(config, units, plugins=None)  # type: ignore[arg-type]
-            found = {item: await deployments.status(item) for item in missing}
-        finally:
-            await units.close()
-    rows = [found[item] if item in missing else DeploymentStatus.from_json(extras[item]) for item in names]
-    source = "daemon" if daemon_rows is not None else "systemd"
-    if as_json:
-        _json(
-            {
-                "deployments": [extras.get(row.name, {}) | row.as_json() for row in rows],
-                "problems": problems,
-                "source": source,
-            }
-        )
-    else:
-        for problem in problems:
-            print(f"warning: {problem}", file=sys.stderr)
-        if not rows:
-            print(f"no deployments in {config_dir / MODELS_DIR}")
-        for row in rows:
-            print(one_line(row))
-    return exit_status([row.as_json() for row in rows])

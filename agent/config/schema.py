@@ -2,9 +2,10 @@
 
 These classes are the one source of truth for every key a user can write. They import no pydantic:
 the launcher and `status` build them from JSON the CLI already validated (``from_json``), and
-config/validation.py validates the files against them with pydantic's TypeAdapter. The
-constraints are annotated_types markers pydantic enforces; the checks pydantic cannot express run
-in ``__post_init__`` as ``problems()``, so a file's every problem is reported at once.
+config/validation.py validates the files against them with pydantic's TypeAdapter. Each
+key's checks are ``Check`` markers in its annotation, which pydantic runs per key (a file's every
+problem is reported at once) and ``__post_init__`` runs for values built from JSON or in code;
+checks across keys are ``problems()``.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
-
-from annotated_types import Ge, Gt, Le, MaxLen, MinLen
 
 from ..render.escape import describe_char, refused_char
 from .names import NAME_RE, is_path_model, model_id_problem
@@ -38,8 +37,6 @@ AGENT_FILE = "agent.toml"
 MODELS_DIR = "models.d"
 TESTS_DIR = "tests.d"
 
-PositiveSeconds = Annotated[float, Gt(0)]
-Port = Annotated[int, Ge(1), Le(65535)]
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Environment= is world-readable through `systemctl show`; secrets go through credentials.
 _SECRET_ENV = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|APIKEY|CREDENTIAL)", re.IGNORECASE)
@@ -167,14 +164,51 @@ class Check:
         return core_schema.no_info_after_validator_function(check, handler(source))
 
 
-@functools.cache
-def _checks(cls: type) -> dict[str, list[Check]]:
-    def found(hint: Any) -> list[Check]:
-        if typing.get_origin(hint) is Annotated:
-            return [item for item in hint.__metadata__ if isinstance(item, Check)]
-        return [check for arg in typing.get_args(hint) for check in found(arg)]  # X | None
+def at_least(bound: float) -> Check:
+    return Check(lambda value: None if value >= bound else f"must be >= {bound}, got {value!r}")
 
-    return {name: found(hint) for name, hint in _hints(cls).items()}
+
+def above(bound: float) -> Check:
+    return Check(lambda value: None if value > bound else f"must be > {bound}, got {value!r}")
+
+
+def at_most(bound: float) -> Check:
+    return Check(lambda value: None if value <= bound else f"must be <= {bound}, got {value!r}")
+
+
+def at_most_chars(count: int) -> Check:
+    return Check(lambda value: None if len(value) <= count else f"must be at most {count} characters")
+
+
+NOT_EMPTY = Check(lambda value: None if len(value) else f"must not be empty, got {value!r}")
+PositiveSeconds = Annotated[float, above(0)]
+Port = Annotated[int, at_least(1), at_most(65535)]
+
+
+@functools.cache
+def _checks(cls: type) -> dict[str, list[tuple[type | None, Check]]]:
+    """Per field, its checks, each with the type it belongs to in a union (``int | list``):
+    a member's checks apply only to a value of that member's type."""
+
+    def found(hint: Any, member: type | None) -> list[tuple[type | None, Check]]:
+        if typing.get_origin(hint) is Annotated:
+            return [(member, item) for item in hint.__metadata__ if isinstance(item, Check)]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            return [
+                check
+                for arg in typing.get_args(hint)
+                for check in found(
+                    arg, _base_type(typing.get_args(arg)[0] if typing.get_origin(arg) is Annotated else arg)
+                )
+            ]
+        return []
+
+    return {name: found(hint, None) for name, hint in _hints(cls).items()}
+
+
+def _base_type(hint: Any) -> type | None:
+    base = typing.get_origin(hint) or hint
+    return base if isinstance(base, type) else None
 
 
 @dataclass(frozen=True)
@@ -195,8 +229,8 @@ class Section:
             f"{name}: {problem}"
             for name in checks
             if (value := getattr(self, name)) is not None
-            for check in checks[name]
-            if (problem := check.problem(value))
+            for member, check in checks[name]
+            if (member is None or isinstance(value, member)) and (problem := check.problem(value))
         ] or self.problems()
         if problems:
             raise ValueError("\n".join(problems))
@@ -226,19 +260,19 @@ def _jsonable(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class HealthSettings(Section):
-    checks: Annotated[list[str], MinLen(1)] = field(default_factory=lambda: ["http", "completion"])
+    checks: Annotated[list[str], NOT_EMPTY] = field(default_factory=lambda: ["http", "completion"])
     interval: PositiveSeconds = 10.0
     timeout: PositiveSeconds = 5.0
-    failure_threshold: Annotated[int, Ge(1)] = 3
+    failure_threshold: Annotated[int, at_least(1)] = 3
     deep_interval: PositiveSeconds | None = None
 
 
 @dataclass(frozen=True)
 class RestartSettings(Section):
-    max_restarts: Annotated[int, Ge(0)] = 3
+    max_restarts: Annotated[int, at_least(0)] = 3
     window: PositiveSeconds = 60.0
-    min_delay: Annotated[float, Ge(0)] = 2.0
-    max_startup_failures: Annotated[int, Ge(1)] = 3
+    min_delay: Annotated[float, at_least(0)] = 2.0
+    max_startup_failures: Annotated[int, at_least(1)] = 3
 
 
 @dataclass(frozen=True)
@@ -256,7 +290,7 @@ class StartupSettings(Section):
 
 @dataclass(frozen=True)
 class EngineSettings(Section):
-    command: Annotated[list[Annotated[str, MinLen(1)]], MinLen(1), Check(_secret_flag_problem)] = field(
+    command: Annotated[list[Annotated[str, NOT_EMPTY]], NOT_EMPTY, Check(_secret_flag_problem)] = field(
         default_factory=lambda: ["vllm", "serve"]
     )
 
@@ -305,8 +339,8 @@ class GatewayRoute(Section):
     """One ``[[gateway.routes]]`` entry: tried in order, after exact served names and aliases."""
 
     # An exact name, or a regular expression (full match).
-    match: Annotated[str, MinLen(1), MaxLen(200), Check(_regex_problem)]
-    to: Annotated[list[str], MinLen(1), Check(_model_names_problem)]  # deployment names or aliases, one pool
+    match: Annotated[str, NOT_EMPTY, at_most_chars(200), Check(_regex_problem)]
+    to: Annotated[list[str], NOT_EMPTY, Check(_model_names_problem)]  # deployment names or aliases, one pool
     # Tried in order when no member of `to` can answer.
     fallback: Annotated[list[str], Check(_model_names_problem)] = field(default_factory=list)
 
@@ -325,9 +359,9 @@ class GatewaySettings(Section):
 
     listen: Annotated[str, Check(_listen_problem)] = "127.0.0.1:8080"
     # How many times one stream may move to another engine when its engine dies; 0: never.
-    migration_limit: Annotated[int, Ge(0), Le(100)] = 3
+    migration_limit: Annotated[int, at_least(0), at_most(100)] = 3
     # Further engines tried for one request before its first byte (connection errors, 5xx).
-    retries: Annotated[int, Ge(0), Le(100)] = 2
+    retries: Annotated[int, at_least(0), at_most(100)] = 2
     # One JSON line per request (who, which model and deployment, status, timings; never prompts).
     access_log: bool = True
     routes: list[GatewayRoute] = field(default_factory=list)
@@ -383,7 +417,7 @@ class AgentSettings(Section):
 
 @dataclass(frozen=True)
 class EngineSection(Section):
-    command: Annotated[list[Annotated[str, MinLen(1)]], MinLen(1), Check(_secret_flag_problem)] | None = None
+    command: Annotated[list[Annotated[str, NOT_EMPTY]], NOT_EMPTY, Check(_secret_flag_problem)] | None = None
 
 
 @dataclass(frozen=True, init=False)
@@ -396,7 +430,7 @@ class TestSpec(Section):
 
     __test__: ClassVar[bool] = False  # not a pytest class
 
-    runner: Annotated[str, MinLen(1)]
+    runner: Annotated[str, NOT_EMPTY]
     name: str | None = None
     timeout: PositiveSeconds = 120.0
     options: dict[str, Any] = field(default_factory=dict)
@@ -471,20 +505,20 @@ class Deployment(Section):
     name: Annotated[str, Check(_name_problem)]
     model: Annotated[str, Check(model_id_problem)]
     source: str | None = None
-    revision: Annotated[str, MinLen(1), MaxLen(200)] | None = None
-    served_model_name: Annotated[str, MinLen(1), MaxLen(200)] | None = None
+    revision: Annotated[str, NOT_EMPTY, at_most_chars(200)] | None = None
+    served_model_name: Annotated[str, NOT_EMPTY, at_most_chars(200)] | None = None
     host: Annotated[str, Check(_host_problem)] = "127.0.0.1"
     port: Port | None = None
-    gpus: Annotated[int, Ge(0)] | Annotated[list[int | str], Check(_gpu_ids_problem)] | None = None
+    gpus: Annotated[int, at_least(0)] | Annotated[list[int | str], Check(_gpu_ids_problem)] | None = None
     gpu_memory_utilization: Annotated[float, Check(_fraction_problem)] | None = None
-    tensor_parallel_size: Annotated[int, Ge(1)] | None = None
-    pipeline_parallel_size: Annotated[int, Ge(1)] | None = None
+    tensor_parallel_size: Annotated[int, at_least(1)] | None = None
+    pipeline_parallel_size: Annotated[int, at_least(1)] | None = None
     # Seconds the launcher waits for GPU memory a stopping engine still holds (a restart).
-    wait_for_memory: Annotated[float, Ge(0)] = 30.0
+    wait_for_memory: Annotated[float, at_least(0)] = 30.0
     # What the daemon does when a device of this deployment fails (a bad Xid, new ECC errors,
     # a lost GPU): stop it, keep it (the engine's own restarts decide), or move it elsewhere.
     on_gpu_failure: Literal["stop", "keep", "move"] = "stop"
-    max_model_len: Annotated[int, Ge(1)] | None = None
+    max_model_len: Annotated[int, at_least(1)] | None = None
     args: Annotated[list[str], Check(_secret_flag_problem)] = field(default_factory=list)
     env: Annotated[dict[str, str], Check(_env_problem)] = field(default_factory=dict)
     # Source "hf": files to download besides what the engine needs (fnmatch patterns such as

@@ -20,7 +20,7 @@ from ..fsutil import remove_if_exists, write_atomic
 from ..gpu.devnodes import device_allow, sandboxed
 from ..gpu.placement import Placer
 from ..pluginhost.manager import Plugins
-from ..render.dropin import Rendered, dropin_path, hash_of, render
+from ..render.dropin import Rendered, dropin_path, hash_of, render, written_hash
 from ..systemd.model import UnitManager, UnitState
 from .state import StateStore
 from .status import DeploymentStatus, classify
@@ -156,14 +156,11 @@ class Deployments:
         return self.status_of(deployment, await self.units.get_state(unit_name(name)))
 
     def status_of(self, deployment: Deployment, unit: UnitState) -> DeploymentStatus:
-        rendered_hash = ""
-        if deployment.port is not None:
-            path = dropin_path(self.config, deployment.name)
-            if path.exists():
-                rendered_hash = hash_of(path.read_text()) or ""
         saved = self.store.load(deployment.name)
         devices = self.placer.records.get(deployment.name) if deployment.gpus else None
-        return classify(deployment, unit, saved, rendered_hash, self.desired.get(deployment.name), devices)
+        return classify(
+            deployment, unit, saved, written_hash(self.config, deployment), self.desired.get(deployment.name), devices
+        )
 
     # Waiting ---------------------------------------------------------------------------------
 

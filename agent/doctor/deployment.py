@@ -72,7 +72,7 @@ async def deployment_findings(
 
 
 def _status(config: Config, deployment: Deployment, unit: UnitState, desired: DesiredStates) -> DeploymentStatus:
-    from ..gpu.placement import PlacementRecords
+    from ..gpu.records import PlacementRecords
 
     saved = StateStore(config.state_dir).load(deployment.name)
     devices = PlacementRecords(config.state_dir).get(deployment.name) if deployment.gpus else None
@@ -225,8 +225,8 @@ def _gpu_findings(config: Config, deployment: Deployment, listed: Mapping[str, G
     """Where it is placed, and each device's free memory and health as the host listing saw them now."""
     if not deployment.gpus:
         return []
-    from ..gpu.placement import PlacementRecords
     from ..gpu.quarantine import QuarantineStore
+    from ..gpu.records import PlacementRecords
 
     name = deployment.name
     slots = PlacementRecords(config.state_dir).get(name)

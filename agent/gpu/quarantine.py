@@ -19,6 +19,7 @@ from ..config.schema import Deployment
 from ..fsutil import write_atomic
 from ..jsonfiles import Trouble, read_json_object
 from ..plugin_api import DeviceHealth
+from .records import PlacementRecords
 
 if TYPE_CHECKING:
     from ..deployments.state import DeploymentState
@@ -102,8 +103,6 @@ class QuarantineStore:
 def quarantine(state_dir: Path, uuid: str, reason: str) -> list[str]:
     """Quarantine a device (a GPU or MIG UUID) and return the deployments placed on it
     (on a GPU, also those on its MIG instances), sorted."""
-    from .placement import PlacementRecords  # placement reads the quarantine: import late
-
     QuarantineStore(state_dir).add(uuid, reason)
     on_it = []
     for name, slots in PlacementRecords(state_dir).all().items():

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import GpuError
-from ..plugin_api import GpuDevice, GpuSnapshot
+
+if TYPE_CHECKING:
+    from ..plugin_api import GpuDevice, GpuSnapshot
 
 # vLLM's own default: what an engine claims of each device when the file does not say.
 DEFAULT_UTILISATION = 0.9
@@ -38,6 +40,8 @@ class Slot:
 
     def device(self) -> GpuDevice:
         """As the agent_select_devices hook sees it."""
+        from ..plugin_api import GpuDevice  # here: `status` reads slots and would pay 8 ms for it
+
         return GpuDevice(
             self.index, self.uuid, self.name, self.vendor, self.memory_total, self.memory_free, self.backend
         )

@@ -48,11 +48,16 @@ def make_plugin_manager(
     *,
     extra: Iterable[tuple[str, object]] = (),
     entry_points: bool = True,
+    providers_now: bool = True,
 ) -> Plugins:
     """Build the manager: entry points (minus blocked names), then ``extra`` (name, plugin).
 
     A plugin that fails to import or register, or declares a hook API range that excludes ours,
     is recorded and skipped; the rest run (see ``Plugins.records``).
+
+    ``providers_now``: ask every plugin for its providers at once, so two with one name fail
+    here. A unit's launcher passes False: it asks only for the kinds it uses (its source, its
+    health checks and tests; GPU backends only on a GPU), each checked when first asked for.
     """
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
@@ -66,7 +71,8 @@ def make_plugin_manager(
             records.append(register(pm, name, plugin))
     records = drop_unknown_hooks(pm, records)
     plugins = Plugins(pm, settings, records)
-    plugins.check_unique_providers()
+    if providers_now:
+        plugins.check_unique_providers()
     return plugins
 
 

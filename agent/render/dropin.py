@@ -164,6 +164,16 @@ def hash_of(text: str) -> str | None:
     return match.group(1) if match else None
 
 
+def written_hash(config: Config, deployment: Deployment) -> str:
+    """The hash of the drop-in on disk for ``deployment``; "" when none was written yet."""
+    if deployment.port is None:
+        return ""
+    try:
+        return hash_of(dropin_path(config, deployment.name).read_text()) or ""
+    except FileNotFoundError:
+        return ""
+
+
 def _credentials(config: Config) -> list[str]:
     """Secrets reach the launcher as credentials: never in `systemctl show` or argv."""
     directory = config.settings.credentials_dir

@@ -32,7 +32,7 @@ def launch(config_dir: Path, user: bool, name: str, engine_argv: list[str] | Non
         check_name(name)
         config = load_one(config_dir, name, user=user)
         deployment = config.deployment(name)
-        plugins = make_plugin_manager(config.settings)
+        plugins = make_plugin_manager(config.settings, providers_now=False)
         if deployment.port is None:
             raise PortUnavailable(
                 f"{MODELS_DIR}/{name}.toml has no port", hint=f"run 'vllm-agent start {name}' once to assign one"
