@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from vllm_agent import hookimpl
+from vllm_agent.engine_http import TIMEOUT, HttpError, Response, request
 from vllm_agent.plugin_api import AgentSettings, CheckResult, EngineTarget, HealthStrategy
 
 PROMPT = "ping"  # short: the check must cost the engine next to nothing
@@ -26,46 +26,35 @@ _LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
 class _HttpCheck(abc.ABC):
-    """One shared client per provider, made lazily (inside the running event loop) and closed by
-    the owner with ``aclose()``; subclasses implement ``_probe`` and may raise httpx errors."""
+    """Subclasses implement ``_probe`` and may raise HttpError. Each request has its own
+    connection (vllm_agent.engine_http), so a provider holds nothing between checks."""
 
     name: str
     deep: bool
 
-    def __init__(self) -> None:
-        self._client: httpx.AsyncClient | None = None
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient()
-        return self._client
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
+    async def aclose(self) -> None:  # noqa: B027 - owners close providers; these hold nothing open
+        """Nothing to release: no client or connection outlives a check."""
 
     async def check(self, target: EngineTarget, timeout: float) -> CheckResult:
         start = time.monotonic()
         try:
-            # httpx timeouts are per phase; asyncio.timeout makes ``timeout`` the whole deadline.
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout):  # also bounds what _probe does besides requests
                 ok, detail = await self._probe(target, timeout)
-        except (TimeoutError, httpx.TimeoutException):
+        except TimeoutError:
             ok, detail = False, self._timeout_detail(timeout)
-        except httpx.HTTPError as err:
-            ok, detail = False, _describe(err)
+        except HttpError as err:
+            ok, detail = False, self._timeout_detail(timeout) if err.kind == TIMEOUT else err.reason
         return CheckResult(ok=ok, detail=detail, latency=time.monotonic() - start)
 
     @abc.abstractmethod
     async def _probe(self, target: EngineTarget, timeout: float) -> tuple[bool, str]:
-        """(ok, detail) for one look at the engine; may raise httpx errors."""
+        """(ok, detail) for one look at the engine; may raise HttpError."""
 
     def _timeout_detail(self, timeout: float) -> str:
         return f"timed out after {timeout:g}s"
 
-    async def _get(self, url: str, timeout: float, headers: dict[str, str] | None = None) -> httpx.Response:
-        return await self._http().get(url, headers=headers, timeout=timeout)
+    async def _get(self, url: str, timeout: float, headers: dict[str, str] | None = None) -> Response:
+        return await request("GET", url, headers=headers, timeout=timeout)
 
 
 class HttpCheck(_HttpCheck):
@@ -76,10 +65,10 @@ class HttpCheck(_HttpCheck):
 
     async def _probe(self, target: EngineTarget, timeout: float) -> tuple[bool, str]:
         response = await self._get(f"{target.url}/health", timeout)
-        if response.status_code == 200:
+        if response.status == 200:
             return True, "/health 200"
-        dead = " (engine dead)" if response.status_code in (500, 503) else ""
-        return False, f"/health answered {response.status_code}{dead}"
+        dead = " (engine dead)" if response.status in (500, 503) else ""
+        return False, f"/health answered {response.status}{dead}"
 
 
 class ModelsCheck(_HttpCheck):
@@ -90,8 +79,8 @@ class ModelsCheck(_HttpCheck):
 
     async def _probe(self, target: EngineTarget, timeout: float) -> tuple[bool, str]:
         response = await self._get(f"{target.url}/v1/models", timeout, target.headers)
-        if response.status_code != 200:
-            return False, f"/v1/models answered {response.status_code}{_error_text(response)}"
+        if response.status != 200:
+            return False, f"/v1/models answered {response.status}{_error_text(response)}"
         try:
             ids = [str(item.get("id")) for item in response.json()["data"]]
         except (ValueError, KeyError, TypeError, AttributeError):
@@ -109,11 +98,11 @@ class CompletionCheck(_HttpCheck):
 
     async def _probe(self, target: EngineTarget, timeout: float) -> tuple[bool, str]:
         body = {"model": target.served_model_name, "prompt": PROMPT, "max_tokens": 1, "temperature": 0}
-        response = await self._http().post(
-            f"{target.url}/v1/completions", json=body, headers=target.headers, timeout=timeout
+        response = await request(
+            "POST", f"{target.url}/v1/completions", json=body, headers=target.headers, timeout=timeout
         )
-        if response.status_code != 200:
-            return False, f"/v1/completions answered {response.status_code}{_error_text(response)}"
+        if response.status != 200:
+            return False, f"/v1/completions answered {response.status}{_error_text(response)}"
         try:
             choices = response.json()["choices"]
             choices[0]
@@ -151,8 +140,8 @@ class MetricsStallCheck(_HttpCheck):
 
     async def _probe(self, target: EngineTarget, timeout: float) -> tuple[bool, str]:
         response = await self._get(f"{target.url}/metrics", timeout, target.headers)
-        if response.status_code != 200:
-            return False, f"/metrics answered {response.status_code}"
+        if response.status != 200:
+            return False, f"/metrics answered {response.status}"
         samples = parse_metrics(response.text, target.served_model_name)
         missing = [
             m
@@ -206,23 +195,7 @@ def _unescape(value: str) -> str:
     return value.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
 
 
-def _describe(err: httpx.HTTPError) -> str:
-    """One short line an operator understands, instead of httpx's exception chain."""
-    text = str(err) or type(err).__name__
-    if isinstance(err, httpx.ConnectError):
-        # httpx says "All connection attempts failed"; the innermost OSError says why.
-        cause: BaseException = err
-        while (inner := cause.__cause__ or cause.__context__) is not None:
-            cause = inner
-        if isinstance(cause, ConnectionRefusedError):
-            return "connection refused"
-        return f"cannot connect: {cause.strerror or cause}" if isinstance(cause, OSError) else f"cannot connect: {text}"
-    if isinstance(err, httpx.RemoteProtocolError):
-        return f"the server closed the connection: {text}"
-    return f"{type(err).__name__}: {text}"
-
-
-def _error_text(response: httpx.Response) -> str:
+def _error_text(response: Response) -> str:
     """vLLM's error message, if the body carries one (401 means a missing or wrong api key)."""
     message: Any = None
     try:
@@ -231,7 +204,7 @@ def _error_text(response: httpx.Response) -> str:
         message = message or body.get("message")
     except (ValueError, AttributeError):
         pass
-    hint = " (api key?)" if response.status_code == 401 else ""
+    hint = " (api key?)" if response.status == 401 else ""
     return f"{hint}: {str(message)[:200]}" if message else hint
 
 

@@ -31,8 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
-import httpx
-from vllm_agent import hookimpl
+from vllm_agent import engine_http, hookimpl
 from vllm_agent.plugin_api import AgentSettings, EngineTarget, TestContext, TestOutcome, TestRunner, TestSpec
 
 CHECKS = ("models", "completion", "chat", "chat-stream", "invalid-request")
@@ -92,35 +91,34 @@ class OpenAISmoke:
         budget_end = time.monotonic() + max(spec.timeout - MARGIN, spec.timeout * 0.5)
         outcomes: list[TestOutcome] = []
         unreachable: str | None = None
-        async with httpx.AsyncClient(base_url=target.url, headers=target.headers, timeout=deadline) as client:
-            probe = Probe(client, target, str(options.get("prompt", DEFAULT_PROMPT)))
-            for check in wanted:
-                name = f"{label}/{check}"
-                if unreachable:
-                    outcomes.append(TestOutcome(name=name, ok=False, detail=f"{check}: not run: {unreachable}"))
-                    continue
-                remaining = budget_end - time.monotonic()
-                if remaining <= 0:
-                    detail = f"{check}: not run: the test's timeout ({spec.timeout:g}s) was spent"
-                    outcomes.append(TestOutcome(name=name, ok=False, detail=detail))
-                    continue
-                if remaining < deadline:
-                    why = f"what was left of the test's {spec.timeout:g}s timeout"
-                    outcome, refused = await probe.check(name, check, remaining, why)
-                else:
-                    outcome, refused = await probe.check(name, check, deadline, "the check's deadline")
-                if refused:
-                    unreachable = outcome.detail.split(": ", 1)[1]
-                outcomes.append(outcome)
+        probe = Probe(target, str(options.get("prompt", DEFAULT_PROMPT)))
+        for check in wanted:
+            name = f"{label}/{check}"
+            if unreachable:
+                outcomes.append(TestOutcome(name=name, ok=False, detail=f"{check}: not run: {unreachable}"))
+                continue
+            remaining = budget_end - time.monotonic()
+            if remaining <= 0:
+                detail = f"{check}: not run: the test's timeout ({spec.timeout:g}s) was spent"
+                outcomes.append(TestOutcome(name=name, ok=False, detail=detail))
+                continue
+            if remaining < deadline:
+                why = f"what was left of the test's {spec.timeout:g}s timeout"
+                outcome, refused = await probe.check(name, check, remaining, why)
+            else:
+                outcome, refused = await probe.check(name, check, deadline, "the check's deadline")
+            if refused:
+                unreachable = outcome.detail.split(": ", 1)[1]
+            outcomes.append(outcome)
         return outcomes
 
 
 class Probe:
     """The checks themselves, against one engine."""
 
-    def __init__(self, client: httpx.AsyncClient, target: EngineTarget, prompt: str) -> None:
-        self.client = client
+    def __init__(self, target: EngineTarget, prompt: str) -> None:
         self.target = target
+        self.deadline = DEFAULT_DEADLINE  # the running check's, for its requests
         self.model = target.served_model_name
         self.prompt = prompt
 
@@ -130,6 +128,7 @@ class Probe:
         method: Callable[[], Awaitable[None]] = getattr(self, "check_" + check.replace("-", "_"))
         started = time.monotonic()
         refused = False
+        self.deadline = deadline
         try:
             async with asyncio.timeout(deadline):
                 await method()
@@ -174,16 +173,18 @@ class Probe:
         payload = {**self._chat_payload(), "stream": True}
         chunks = 0
         with self._errors("POST", "/v1/chat/completions"):
-            async with self.client.stream("POST", "/v1/chat/completions", json=payload) as response:
-                if response.status_code != 200:
-                    text = await _read(response)
-                    raise CheckFailed(_status_detail(response.status_code, text, "POST /v1/chat/completions"), text)
+            async with engine_http.stream(
+                "POST", self.target.url + "/v1/chat/completions", **self._options(payload)
+            ) as response:
+                if response.status != 200:
+                    text = (await response.read()).decode("utf-8", errors="replace")
+                    raise CheckFailed(_status_detail(response.status, text, "POST /v1/chat/completions"), text)
                 kind = response.headers.get("content-type", "")
                 if not kind.startswith("text/event-stream"):
                     raise CheckFailed(f"content-type is {kind!r}, not text/event-stream")
                 done = False
                 size = 0
-                async for line in response.aiter_lines():
+                async for line in response.lines():
                     size += len(line)
                     if size > MAX_BODY:
                         raise CheckFailed(f"stream longer than {MAX_BODY} bytes without ending")
@@ -231,8 +232,8 @@ class Probe:
     async def send(self, method: str, path: str, payload: dict[str, Any] | None = None) -> tuple[int, str]:
         """The status and body (at most MAX_BODY) of the answer."""
         with self._errors(method, path):
-            async with self.client.stream(method, path, json=payload) as response:
-                return response.status_code, await _read(response)
+            response = await engine_http.request(method, self.target.url + path, **self._options(payload))
+        return response.status, response.text
 
     async def request(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
         """The JSON body of a 200 answer; CheckFailed for anything else."""
@@ -246,36 +247,27 @@ class Probe:
                 f"{method} {path} answered 200 with a body that is not JSON: {_cut(text)}", text
             ) from None
 
+    def _options(self, payload: dict[str, Any] | None) -> dict[str, Any]:
+        """What each request carries: the api key, the running check's deadline, the size bound."""
+        return {"json": payload, "headers": self.target.headers, "timeout": self.deadline, "max_body": MAX_BODY}
+
     def _errors(self, method: str, path: str) -> contextlib.AbstractContextManager[None]:
         return _transport_errors(self.target.url, f"{method} {path}")
 
 
 @contextlib.contextmanager
 def _transport_errors(url: str, what: str) -> Iterator[None]:
-    """httpx's transport errors as one line an operator can act on."""
+    """The client's failures as one line an operator can act on."""
     try:
         yield
-    except httpx.ConnectError as err:
-        raise Unreachable(
-            f"cannot connect to {url}: {_cut(str(err)) or 'connection refused'}; is the engine running?"
-        ) from None
-    except httpx.TimeoutException as err:
-        raise TimeoutError from err
-    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as err:
-        raise CheckFailed(
-            f"{what}: the connection closed before a complete answer ({_cut(str(err))}); did the engine die?"
-        ) from None
-    except httpx.HTTPError as err:
-        raise CheckFailed(f"{what}: {type(err).__name__}: {_cut(str(err))}") from None
-
-
-async def _read(response: httpx.Response) -> str:
-    data = bytearray()
-    async for chunk in response.aiter_bytes():
-        data += chunk
-        if len(data) > MAX_BODY:
-            raise CheckFailed(f"answer larger than {MAX_BODY} bytes")
-    return data.decode("utf-8", errors="replace")
+    except engine_http.HttpError as err:
+        if err.kind == engine_http.CONNECT:
+            raise Unreachable(f"cannot connect to {url}: {_cut(err.reason)}; is the engine running?") from None
+        if err.kind == engine_http.TIMEOUT:
+            raise TimeoutError from err  # the check words it, with its deadline
+        if err.kind == engine_http.CLOSED:
+            raise CheckFailed(f"{what}: {_cut(err.reason)}; did the engine die?") from None
+        raise CheckFailed(f"{what}: {_cut(err.reason)}") from None
 
 
 def _status_detail(status: int, text: str, what: str) -> str:

@@ -17,8 +17,6 @@ import signal
 import time
 from collections.abc import Sequence
 
-import httpx
-
 from ..config.credentials import read_credential
 from ..config.desired import RUNNING, DesiredStates
 from ..config.directory import Config
@@ -26,6 +24,7 @@ from ..config.ports import check_port_free
 from ..config.schema import Deployment
 from ..deployments.state import StateStore
 from ..doctor.diagnose import diagnose
+from ..engine_http import HttpError, request
 from ..errors import AgentError
 from ..gpu.backends import require_backend
 from ..gpu.memory import Shortfall, failure_message, pinned_devices, shortfalls, wait_for_memory
@@ -46,6 +45,7 @@ from .supervise import Supervisor
 EXIT_ENGINE = 1  # the engine failed: systemd may restart it
 POLL = 0.1  # seconds between /health probes while loading: the ready gap stays small
 EXTEND_EVERY = 5.0
+HEALTH_TIMEOUT = 2.0  # seconds for one /health probe
 EXIT_GRACE = 3.0  # seconds a failing engine gets to exit: vLLM exits soon after its core died
 
 
@@ -272,36 +272,31 @@ class Launcher:
         startup = self.deployment.startup
         deadline = self.loading_since + startup.timeout
         last_status = 0.0
-        async with httpx.AsyncClient(timeout=2.0) as client:
-            while True:
-                if stopping.done():
-                    return False
-                if exited.done():
-                    await self._engine_died_during_start(exited.result())
-                now = time.monotonic()
-                if now > deadline:
-                    raise LaunchFailure(
-                        f"not ready after startup.timeout = {startup.timeout:g}s",
-                        hint="raise [startup] timeout in the deployment file if the model needs longer",
-                    )
-                silent = now - self.engine.last_output
-                if silent > startup.stall_timeout:
-                    raise LaunchFailure(
-                        f"the engine stalled: no output and no health for {silent:.0f}s while loading",
-                        hint="see 'vllm-agent logs NAME'; raise [startup] stall_timeout if loading is this quiet",
-                    )
-                try:
-                    response = await client.get(f"{self.url}/health")
-                    if response.status_code == 200:
-                        return True
-                except httpx.HTTPError:
-                    pass  # refused while loading: vLLM listens only once the model is loaded
-                if now - last_status >= 1.0:
-                    last_status = now
-                    # The phase parsed from vLLM's lines (agent/progress.py), not its last raw line.
-                    phase = engine_phase(self.engine.tail) or "starting the engine"
-                    self._status(f"waiting for health: engine loading ({now - self.started:.0f}s): {phase}")
-                await asyncio.wait({exited, stopping}, timeout=POLL)
+        while True:
+            if stopping.done():
+                return False
+            if exited.done():
+                await self._engine_died_during_start(exited.result())
+            now = time.monotonic()
+            if now > deadline:
+                raise LaunchFailure(
+                    f"not ready after startup.timeout = {startup.timeout:g}s",
+                    hint="raise [startup] timeout in the deployment file if the model needs longer",
+                )
+            silent = now - self.engine.last_output
+            if silent > startup.stall_timeout:
+                raise LaunchFailure(
+                    f"the engine stalled: no output and no health for {silent:.0f}s while loading",
+                    hint="see 'vllm-agent logs NAME'; raise [startup] stall_timeout if loading is this quiet",
+                )
+            if await self._health_is_200():
+                return True
+            if now - last_status >= 1.0:
+                last_status = now
+                # The phase parsed from vLLM's lines (agent/progress.py), not its last raw line.
+                phase = engine_phase(self.engine.tail) or "starting the engine"
+                self._status(f"waiting for health: engine loading ({now - self.started:.0f}s): {phase}")
+            await asyncio.wait({exited, stopping}, timeout=POLL)
 
     async def _run_tests(self, target: EngineTarget, exited: asyncio.Task[int], stopping: asyncio.Task[bool]) -> bool:
         remaining = self.loading_since + self.deployment.startup.timeout - time.monotonic()
@@ -342,13 +337,13 @@ class Launcher:
         return True
 
     async def _engine_healthy(self, exited: asyncio.Task[int]) -> bool:
-        if exited.done():
-            return False
+        return not exited.done() and await self._health_is_200()
+
+    async def _health_is_200(self) -> bool:
         try:
-            async with httpx.AsyncClient(timeout=2.0) as client:
-                return (await client.get(f"{self.url}/health")).status_code == 200
-        except httpx.HTTPError:
-            return False
+            return (await request("GET", f"{self.url}/health", timeout=HEALTH_TIMEOUT)).status == 200
+        except HttpError:
+            return False  # refused while loading: vLLM listens only once the model is loaded
 
     async def _heartbeat(self) -> None:
         """Feed systemd's watchdog while this process runs (health problems trigger it

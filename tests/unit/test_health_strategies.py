@@ -10,11 +10,11 @@ import asyncio
 import time
 from contextlib import aclosing
 
-import httpx
 import pytest
 from harness.fake_engine import Fake
 from harness.ports import PortLease
 from vllm_agent.config.schema import AgentSettings
+from vllm_agent.engine_http import request
 from vllm_agent.plugin_api import EngineTarget, HealthStrategy
 from vllm_agent.pluginhost.manager import make_plugin_manager
 from vllm_agent_plugins.health import CompletionCheck, HttpCheck, MetricsStallCheck, ModelsCheck, parse_metrics
@@ -129,11 +129,11 @@ async def test_metrics_stall_fails_after_the_window_on_a_hung_engine_with_a_requ
     fake = start_fake_in_mode("hang-after:0")
     wait_hung(fake)
     now = [100.0]
-    async with httpx.AsyncClient() as client, aclosing(MetricsStallCheck(window=1.0, clock=lambda: now[0])) as stall:
+    async with aclosing(MetricsStallCheck(window=1.0, clock=lambda: now[0])) as stall:
         body = {"model": SERVED, "prompt": "hello", "max_tokens": 4}
-        in_flight = asyncio.create_task(client.post(f"{fake.base}/v1/completions", json=body, timeout=30))
+        in_flight = asyncio.create_task(request("POST", f"{fake.base}/v1/completions", json=body, timeout=30))
         try:
-            await running_at_least(client, fake, 1)
+            await running_at_least(fake, 1)
             first = await stall.check(target_of(fake), 2.0)
             now[0] += 0.5
             within = await stall.check(target_of(fake), 2.0)
@@ -147,11 +147,11 @@ async def test_metrics_stall_fails_after_the_window_on_a_hung_engine_with_a_requ
     assert stalled.detail == "1 requests running, no tokens generated for 1s"
 
 
-async def running_at_least(client: httpx.AsyncClient, fake: Fake, count: int, timeout: float = 5.0) -> None:
+async def running_at_least(fake: Fake, count: int, timeout: float = 5.0) -> None:
     """Wait without blocking the loop (the request in flight is a task in it)."""
     deadline = time.monotonic() + timeout
     while True:
-        metrics = parse_metrics((await client.get(f"{fake.base}/metrics")).text, SERVED)
+        metrics = parse_metrics((await request("GET", f"{fake.base}/metrics")).text, SERVED)
         if metrics["vllm:num_requests_running"] >= count:
             return
         assert time.monotonic() < deadline, f"fewer than {count} requests running after {timeout}s: {metrics}"
