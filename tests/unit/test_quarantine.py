@@ -111,7 +111,7 @@ def test_gpus_shows_the_quarantine_and_release_lifts_it(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("content", [b"\xff\xfe not utf-8", b'{"truncated": ', b"[1, 2]"])
 def test_damaged_quarantine_and_placement_files_are_moved_aside_and_rebuilt(tmp_path: Path, content: bytes) -> None:
-    from vllm_agent.gpu.placement import PlacementRecords
+    from vllm_agent.gpu.records import PlacementRecords
 
     for store, path in (
         (QuarantineStore(tmp_path), tmp_path / "gpu-quarantine.json"),
