@@ -3,9 +3,11 @@ completion, /metrics, a streamed chat.
 
 The launcher and the health and smoke-test plugins send a few requests per interval to one engine,
 so this is the standard library only (httpx costs the launcher ~6 MB and ~30 ms of imports):
-asyncio streams, one connection per request (``Connection: close``, nothing pooled), TLS only for
-https URLs (external deployments). The gateway's upstream client (gateway/upstream.py) is the hot
-path and stays separate.
+asyncio streams, one connection per request (nothing pooled), TLS only for https URLs (external
+deployments). The client closes each connection once it has read the answer, not the engine: the
+side that closes first keeps the TIME_WAIT entry, and one on the engine's port would send the
+next start's port check down its slow path (config/ports.py). The gateway's upstream client
+(gateway/upstream.py) is the hot path and stays separate.
 
 Every failure is one ``HttpError`` whose ``reason`` is one line and whose ``kind`` says what
 happened (CONNECT, TIMEOUT, CLOSED, MALFORMED), so callers word their own messages. Sizes are
@@ -151,7 +153,7 @@ async def stream(
     host, secure = parts.hostname, parts.scheme == "https"
     port = parts.port or (443 if secure else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    fields = {"Host": bracketed(host) + (f":{parts.port}" if parts.port else ""), "Connection": "close"}
+    fields = {"Host": bracketed(host) + (f":{parts.port}" if parts.port else "")}
     fields.update({"Accept-Encoding": "identity", "User-Agent": "vllm-agent", **(headers or {})})
     body = b"" if json is None else jsonlib.dumps(json).encode()
     if json is not None:

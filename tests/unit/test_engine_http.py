@@ -105,7 +105,8 @@ async def test_a_json_request_and_a_content_length_answer() -> None:
     assert line == "POST /v1/completions?x=1 HTTP/1.1"
     assert json.loads(sent) == {"prompt": "hi"}
     assert headers["content-type"] == "application/json" and headers["authorization"] == "Bearer k"
-    assert headers["connection"] == "close" and headers["host"] == server.url.removeprefix("http://")
+    # Kept alive (HTTP/1.1's default), so the server waits and the client closes first.
+    assert "connection" not in headers and headers["host"] == server.url.removeprefix("http://")
 
 
 async def test_a_chunked_answer_with_extensions_and_trailers_is_joined() -> None:
@@ -299,3 +300,36 @@ def test_the_launcher_and_its_engine_plugins_do_not_import_httpx() -> None:
     )
     loaded = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert loaded.strip() == "[]"
+
+
+def _time_wait() -> list[tuple[int, int]]:
+    """(local port, remote port) of every TCP connection in TIME_WAIT on this host."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                if fields[3] == "06":
+                    found.append((int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16)))
+    return found
+
+
+async def test_the_client_closes_first_so_the_engines_port_keeps_no_time_wait() -> None:
+    # An engine's next start checks its port with a plain bind, which a TIME_WAIT entry on that
+    # port refuses; the side that closes first keeps the entry, so that must be the client.
+    async def like_uvicorn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        if server.requests[-1][1].get("connection") != "close":
+            await reader.read()  # kept alive: open until the client leaves
+
+    async with serving(like_uvicorn) as server:
+        for _ in range(3):
+            assert (await request("GET", f"{server.url}/health")).status == 200
+        port = int(server.url.rsplit(":", 1)[1])
+        deadline = time.monotonic() + 5
+        while not any(remote == port for _, remote in _time_wait()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        entries = _time_wait()
+    assert any(remote == port for _, remote in entries), "the client's side should hold the TIME_WAIT"
+    assert not any(local == port for local, _ in entries)
