@@ -190,11 +190,12 @@ def _main(argv: Sequence[str] | None, connect: Connect | None) -> int:
         code = daemon_status(config_dir, user, args.name, as_json=args.json)
         if code is not None:
             return code
-    if args.command != "status" or getattr(args, "verbose", False):  # status logs only if something is wrong
+    # Services log to stdout (the journal). Commands keep stdout for their results and log to
+    # stderr, configured on first use (agent/log.py): most never log, and structlog costs 20 ms.
+    service = args.command in ("launch", "run", "gateway")
+    if service or getattr(args, "verbose", False):
         from ..log import configure
 
-        # Services log to stdout (the journal); commands keep stdout for their results.
-        service = args.command in ("launch", "run", "gateway")
         configure(verbose=getattr(args, "verbose", False), stream=sys.stdout if service else sys.stderr)
     try:
         return run_command(args, engine_args, connect or _connect_systemd)

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pluggy
-import structlog
 
 from .. import PROJECT, hookspecs
 from ..config.schema import AgentSettings, Deployment
 from ..errors import AgentError, PluginError
+from ..log import get_logger
 from ..plugin_api import (
     AgentEvent,
     GpuBackend,
@@ -144,7 +144,7 @@ class Plugins:
                 function(event=event)
             except Exception as err:
                 failure = plugin_failure(plugin, "agent_event", err)
-                structlog.get_logger("vllm_agent.pluginhost.manager").error(
+                get_logger(component="plugins").error(
                     "event sink failed", plugin=plugin, deployment=event.deployment, error=failure.message
                 )
                 failures.append(failure)

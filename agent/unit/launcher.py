@@ -43,7 +43,9 @@ from .posttests import TestsFailed, run_post_start_tests
 from .supervise import Supervisor
 
 EXIT_ENGINE = 1  # the engine failed: systemd may restart it
-POLL = 0.1  # seconds between /health probes while loading: the ready gap stays small
+# Seconds between /health probes while loading: the ready gap stays small (25 ms on average),
+# and a refused connect costs about 0.1 ms, so a long load costs well under 1 % of a core.
+POLL = 0.05
 EXTEND_EVERY = 5.0
 HEALTH_TIMEOUT = 2.0  # seconds for one /health probe
 EXIT_GRACE = 3.0  # seconds a failing engine gets to exit: vLLM exits soon after its core died
