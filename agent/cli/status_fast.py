@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +17,19 @@ from ..deployments.statusline import exit_status, one_line
 
 def daemon_status(config_dir: Path, user: bool, name: str | None, *, as_json: bool) -> int | None:
     try:
-        with (config_dir / "agent.toml").open("rb") as handle:
-            configured = tomllib.load(handle).get("socket")
+        agent_toml = (config_dir / "agent.toml").read_bytes()
     except FileNotFoundError:
-        configured = None
-    except (OSError, tomllib.TOMLDecodeError):
+        agent_toml = b""
+    except OSError:
         return None  # the full path reports the file's problem
+    configured = None
+    if b"socket" in agent_toml:  # else the key is not set, and parsing TOML costs 4 ms
+        import tomllib
+
+        try:
+            configured = tomllib.loads(agent_toml.decode()).get("socket")
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+            return None
     if configured is not None and not isinstance(configured, str):
         return None
     body = call(Path(configured) if configured else default_socket(user)).body

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 TIMEOUT = 1.0  # seconds for connect, request and the whole answer together
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(NamedTuple):  # not a dataclass: `dataclasses` (with inspect) is 6 ms of `status`
     body: bytes | None  # the body of a 200 answer; None otherwise
     silent: str = ""  # why a daemon that listens gave no usable answer; "" when none listens
 
