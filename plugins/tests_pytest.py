@@ -21,9 +21,9 @@ import dataclasses
 import importlib.util
 import sys
 import tempfile
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from vllm_agent import hookimpl
 from vllm_agent.plugin_api import AgentSettings, EngineTarget, TestContext, TestOutcome, TestRunner, TestSpec
@@ -42,6 +42,10 @@ from ._subprocess import (
 
 OPTIONS = ("path", "args", "api_key")
 EXIT_MEANINGS = {2: "interrupted", 3: "internal error", 4: "usage error", 5: "no tests collected"}
+
+
+if TYPE_CHECKING:
+    from xml.etree.ElementTree import Element
 
 
 def pytest_importable() -> bool:
@@ -124,6 +128,8 @@ def _run_outcome(label: str, detail: str, finished: Finished) -> TestOutcome:
 
 def read_report(report: Path) -> list[TestOutcome]:
     """One outcome per <testcase> of a pytest JUnit (xunit1) report; [] when it is unreadable."""
+    import xml.etree.ElementTree as ET  # here: every launcher and the daemon load this plugin
+
     try:
         root = ET.parse(report).getroot()
     except (ET.ParseError, OSError):
@@ -153,7 +159,7 @@ def _first_line(text: str) -> str:
     return last_line(text.strip().split("\n", 1)[0])
 
 
-def node_id(case: ET.Element) -> str:
+def node_id(case: Element) -> str:
     """``file.py::Class::test`` from a test case's file, classname and name attributes."""
     name = case.get("name") or "?"
     classname = case.get("classname") or ""
