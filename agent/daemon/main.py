@@ -279,12 +279,13 @@ class Daemon:
     ) -> list[dict[str, Any]]:
         """The status rows, from files: in a thread."""
         rows = []
+        placed = deployments.placer.records.all()  # one read for every deployment
         for name, deployment in sorted(deployments.config.deployments.items()):
             saved = self.store.load(name)
             if deployment.mode == "external":
                 row = self._external_row(deployment)
             else:
-                row = deployments.status_of(deployment, units[name]).as_json()
+                row = deployments.status_of(deployment, units[name], saved=saved, placed=placed).as_json()
                 row |= {"mode": deployment.mode, "health": saved.health}
             row["tests"] = saved.tests
             row["transitions"] = transitions.get(name, [])
@@ -322,10 +323,13 @@ class Daemon:
         units = {name: await self._unit_state(d) for name, d in managed.items()}
 
         def rows() -> list[tuple[DeploymentStatus, DeploymentState, int]]:
-            return [
-                (deployments.status_of(d, units[name]), self.store.load(name), self.health_failures[name])
-                for name, d in managed.items()
-            ]
+            placed = deployments.placer.records.all()
+            found = []
+            for name, d in managed.items():
+                saved = self.store.load(name)
+                status = deployments.status_of(d, units[name], saved=saved, placed=placed)
+                found.append((status, saved, self.health_failures[name]))
+            return found
 
         text = render_metrics(await asyncio.to_thread(rows))
         text += await asyncio.to_thread(self.sampler.metrics, refresh=False)  # the health thread samples

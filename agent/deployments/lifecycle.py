@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +19,11 @@ from ..errors import StartFailed
 from ..fsutil import remove_if_exists, write_atomic
 from ..gpu.devnodes import device_allow, sandboxed
 from ..gpu.placement import Placer
+from ..gpu.slots import Slot
 from ..pluginhost.manager import Plugins
 from ..render.dropin import Rendered, dropin_path, hash_of, render, written_hash
 from ..systemd.model import UnitManager, UnitState
-from .state import StateStore
+from .state import DeploymentState, StateStore
 from .status import DeploymentStatus, classify
 
 Progress = Callable[[str], None]
@@ -155,9 +156,21 @@ class Deployments:
         deployment = self.config.deployment(name)
         return self.status_of(deployment, await self.units.get_state(unit_name(name)))
 
-    def status_of(self, deployment: Deployment, unit: UnitState) -> DeploymentStatus:
-        saved = self.store.load(deployment.name)
-        devices = self.placer.records.get(deployment.name) if deployment.gpus else None
+    def status_of(
+        self,
+        deployment: Deployment,
+        unit: UnitState,
+        *,
+        saved: DeploymentState | None = None,
+        placed: Mapping[str, list[Slot]] | None = None,
+    ) -> DeploymentStatus:
+        """``saved`` and ``placed`` (every deployment's devices): read once by a caller that
+        asks for many deployments, else read here."""
+        saved = saved if saved is not None else self.store.load(deployment.name)
+        if not deployment.gpus:
+            devices = None
+        else:
+            devices = placed.get(deployment.name) if placed is not None else self.placer.records.get(deployment.name)
         return classify(
             deployment, unit, saved, written_hash(self.config, deployment), self.desired.get(deployment.name), devices
         )
