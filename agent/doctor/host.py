@@ -95,8 +95,10 @@ async def engine_finding(argv: list[str], probes: Probes) -> Finding:
     if status != 0 or not version:
         return Finding("host", "engine", "warn", f"{shown}: {python} failed ({status}): {version[:160]}", "")
     if version == "no vLLM":
-        if len(argv) > 1 and argv[1].endswith(".py"):  # a wrapper script: what it runs is its business
-            return Finding("host", "engine", "ok", f"{shown}: a script; each deployment's /version names its engine")
+        if len(argv) > 1 and not argv[1].startswith("-") and os.path.exists(argv[1]):
+            # A program of its own (a script, a directory with __main__.py, a zip): what it runs
+            # is its business.
+            return Finding("host", "engine", "ok", f"{shown}: a program; each deployment's /version names its engine")
         return Finding(
             "host",
             "engine",

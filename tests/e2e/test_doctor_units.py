@@ -34,7 +34,7 @@ def test_a_healthy_deployment_is_all_ok_and_start_showed_its_load_phases(agent: 
     assert {"unit", "state", "port", "health", "models", "generation", "model", "version"} <= set(mine)
     assert "served by its engine" in mine["port"]["text"]
     assert found["host:systemd"]["level"] == "ok"
-    assert all(f["level"] != "fail" for f in found.values())
+    assert all(f["level"] != "fail" for f in found.values()), json.dumps(found, indent=1)
     assert code in (0, 1)
 
 

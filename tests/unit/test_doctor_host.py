@@ -153,6 +153,36 @@ async def test_the_vllm_version_is_read_through_a_console_scripts_interpreter(tm
     assert asked[0][0] == shutil.which("python3")  # the shebang's interpreter, not the script
 
 
+@pytest.mark.parametrize("program", ["serve.py", "package_dir"])
+async def test_a_python_program_of_its_own_is_not_asked_for_vllm(tmp_path: Path, program: str) -> None:
+    # `python serve.py` or `python DIR` (a directory with __main__.py) wraps its engine: that
+    # interpreter having no vLLM is no failure; each deployment's /version names the engine.
+    target = tmp_path / program
+    if program.endswith(".py"):
+        target.write_text("print('hi')\n")
+    else:
+        target.mkdir()
+        (target / "__main__.py").write_text("print('hi')\n")
+    config = make_config(tmp_path)
+    agent_toml = config.path / "agent.toml"
+    python = shutil.which("python3")
+    agent_toml.write_text(
+        agent_toml.read_text().split("[engine]")[0] + f'[engine]\ncommand = ["{python}", "{target}"]\n'
+    )
+    config = load_config(config.path, user=True)
+    checks = probes(FakeUnitManager(), engine(), None)
+    checks.run = lambda argv, seconds: (0, "no vLLM")
+    (found,) = host(await examine(config, make_plugin_manager(config.settings), checks), "engine")
+    assert found.level == "ok" and "a program" in found.text
+    # The same interpreter running vLLM's own entry (no program of its own) is a failure.
+    agent_toml.write_text(
+        agent_toml.read_text().split("[engine]")[0] + f'[engine]\ncommand = ["{python}", "-m", "vllm"]\n'
+    )
+    config = load_config(config.path, user=True)
+    (found,) = host(await examine(config, make_plugin_manager(config.settings), checks), "engine")
+    assert found.level == "fail" and "has no vLLM installed" in found.text
+
+
 async def test_a_placed_deployment_shows_its_devices_free_memory_and_a_quarantine(tmp_path: Path) -> None:
     from vllm_agent.gpu.placement import Placer
     from vllm_agent.gpu.quarantine import QuarantineStore
