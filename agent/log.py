@@ -65,7 +65,7 @@ def configure(*, verbose: bool = False, stream: TextIO | None = None) -> None:
 def get_logger(**bound: Any) -> FilteringBoundLogger:
     import structlog
 
-    if not _configured:
+    if not _configured and not structlog.is_configured():  # (a test's capture_logs configures it)
         configure(stream=sys.stderr)  # stdout may be a command's result (status --json)
     return structlog.get_logger("vllm_agent").bind(**bound)
 

@@ -14,7 +14,9 @@ fake engine (agent/testing/fake_vllm.py), driving the real ``vllm-agent`` comman
    (``vllm-agent.service``, i.e. ``vllm-agent run``): the launchers' and the daemon's RSS and USS
    (Private_Clean + Private_Dirty of /proc/PID/smaps_rollup; the fake engines are not counted),
    and their idle CPU (utime + stime) over ``--window`` seconds;
-3. ``vllm-agent --user status`` wall time as a subprocess with the daemon running and stopped;
+3. ``vllm-agent --user status`` wall time as a subprocess with the daemon running and stopped
+   (with ``--installed PATH``, also with that vllm-agent: a wheel installed into a venv of its own,
+   as a packaged host runs it, without the dev venv's editable-install finder);
 4. where the cost goes (bench/lean_costs.py): ``-X importtime`` profiles of ``start`` and both
    ``status`` paths (PYTHONPROFILEIMPORTTIME=1), of the launcher (split at the engine spawn) and
    the daemon as systemd runs them (an ExecStart drop-in of the bench's own, removed afterwards);
@@ -87,6 +89,9 @@ TARGETS: list[tuple[str, str, str, float | None, str]] = [
     ("status_no_daemon", f"`status` without the daemon ({FLEET} deployments)", "< 150 ms", 0.150, "ms"),
     ("status_daemon", f"`status` with the daemon ({FLEET} deployments)", "< 50 ms", 0.050, "ms"),
     ("status_api", "  (the daemon's answer to GET /v1/status on its socket)", "-", None, "ms"),
+    ("status_daemon_installed", "  (`status` with the daemon, --installed vllm-agent)", "< 50 ms", 0.050, "ms"),
+    ("status_no_daemon_installed", "  (`status` without the daemon, --installed vllm-agent)", "< 150 ms", 0.150, "ms"),
+    ("floor_installed", "  (floor: `python -c pass` of the --installed venv)", "-", None, "ms"),
     ("floor_status", "  (`status` without daemon: its imports alone)", "-", None, "ms"),
     ("floor_status_exit", "  (the same, with the interpreter's normal exit: its teardown)", "-", None, "ms"),
     ("floor_status_daemon", "  (`status` with daemon: its imports alone)", "-", None, "ms"),
@@ -328,7 +333,7 @@ def fig_start_share(bench: Bench, runs: int) -> None:
 # 2 and 3. Launchers and daemon at rest, status ---------------------------------------------------
 
 
-def fig_fleet(bench: Bench, window: float, status_runs: int) -> None:
+def fig_fleet(bench: Bench, window: float, status_runs: int, installed: Path | None = None) -> None:
     names = [f"f{i:02d}" for i in range(FLEET)]
     for i, name in enumerate(names):
         bench.deploy(name, bench.ports[0] + i)
@@ -359,9 +364,15 @@ def fig_fleet(bench: Bench, window: float, status_runs: int) -> None:
     print(f"  idle window {took:.0f} s: machine {bench.busy[-1]:.0f}% busy")
 
     bench.add("status_daemon", *status_times(bench, "daemon", status_runs))
+    if installed:
+        bench.add("status_daemon_installed", *status_times(bench, "daemon", status_runs, installed))
     bench.add("status_api", *(api_time(bench.work / "agent.sock") for _ in range(status_runs)))
     bench.manager.systemctl("stop", "vllm-agent.service", timeout=60)
     bench.add("status_no_daemon", *status_times(bench, "systemd", status_runs))
+    if installed:
+        bench.add("status_no_daemon_installed", *status_times(bench, "systemd", status_runs, installed))
+        python = installed.parent / "python"
+        bench.add("floor_installed", *(timed([str(python), "-c", "pass"], bench.agent.env) for _ in range(status_runs)))
     floor = [timed([sys.executable, "-c", "pass"], bench.agent.env) for _ in range(status_runs)]
     bench.add("python_floor", *floor)
 
@@ -403,8 +414,8 @@ def api_time(sock: Path) -> float:
     return time.perf_counter() - began
 
 
-def status_times(bench: Bench, source: str, runs: int) -> list[float]:
-    command = [str(AGENT), "--user", "--config-dir", str(bench.agent.config_dir), "status"]
+def status_times(bench: Bench, source: str, runs: int, agent: Path = AGENT) -> list[float]:
+    command = [str(agent), "--user", "--config-dir", str(bench.agent.config_dir), "status"]
     answer = subprocess.run([*command, "--json"], env=bench.agent.env, capture_output=True, text=True, timeout=60)
     if not answer.stdout.startswith("{") or json.loads(answer.stdout).get("source") != source:
         raise RuntimeError(f"status did not answer from {source}: {answer.stdout[:300]} {answer.stderr[-300:]}")
@@ -441,6 +452,12 @@ def main() -> int:
     parser.add_argument("--status-runs", type=int, default=10, help="status calls per path (default 10)")
     parser.add_argument("--window", type=float, default=25.0, help="idle CPU window in seconds (default 25)")
     parser.add_argument("--json", type=Path, help="also write the raw figures and profiles here")
+    parser.add_argument(
+        "--installed",
+        type=Path,
+        help="also time `status` with this vllm-agent: one installed from the wheel into a venv of its own,"
+        " without the editable install's import finder, as a packaged host runs it",
+    )
     args = parser.parse_args()
     if args.runs < 1 or args.status_runs < 1 or not 5 <= args.window <= 120:
         parser.error("--runs and --status-runs >= 1, --window between 5 and 120")
@@ -457,7 +474,7 @@ def main() -> int:
         fig_start_share(bench, args.runs)
         loads.append(load_line())
         print(f"2/3. {FLEET} deployments: launchers, daemon, status", flush=True)
-        fig_fleet(bench, args.window, args.status_runs)
+        fig_fleet(bench, args.window, args.status_runs, args.installed)
         loads.append(load_line())
         values, profiles, busy = bench.values, bench.profiles, bench.busy
     print("4. each library alone; each process's imports alone", flush=True)

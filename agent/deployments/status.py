@@ -57,7 +57,11 @@ def classify(
 ) -> DeploymentStatus:
     """``devices``: the placement record, when the deployment has one."""
     state, reason, hint = _state(deployment, unit, saved)
-    if state == "stopped" and desired == "running" and unit.active_state != "deactivating":
+    if unit.active_state == "deactivating" and desired == "running":
+        # A restart (or systemd's own, after a failure): wanted, on its way back. Clients of the
+        # gateway get 503 with Retry-After meanwhile, not "nothing is starting".
+        state, reason, hint = "starting", "restarting: the engine is stopping", ""
+    elif state == "stopped" and desired == "running" and unit.active_state != "deactivating":
         reason, hint = _wanted_but_stopped(deployment.name, saved)
     running = unit.active_state in ("active", "activating", "reloading")
     return DeploymentStatus(

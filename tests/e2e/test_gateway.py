@@ -104,7 +104,7 @@ def test_requests_route_by_name_alias_and_pattern_and_skip_a_restarting_deployme
         lambda: (r := gw.post("/v1/completions", {"model": "chat", "prompt": "x"})).status_code == 503 and r,
         60,
     )
-    assert int(refused.headers["retry-after"]) >= 1
+    assert int(refused.headers.get("retry-after", 0)) >= 1, (refused.text, agent.status("a"))
     assert "chat" not in gw.models() and "b" in gw.models()
     wait_for(
         "a ready again", lambda: gw.post("/v1/completions", {"model": "chat", "prompt": "x"}).status_code == 200, 90

@@ -111,6 +111,16 @@ def test_stopped_on_purpose_is_quiet_whatever_phase_was_left() -> None:
     assert exit_status([status.as_json()]) == 0
 
 
+def test_a_wanted_unit_that_is_stopping_is_restarting_and_an_unwanted_one_is_stopping() -> None:
+    # A restart passes through deactivating: clients (the gateway) must hear "starting", so they
+    # get a Retry-After; a stop on purpose is quietly "stopped".
+    saved = DeploymentState(name="llama", phase="serving")
+    wanted = classify(DEPLOYMENT, _unit("deactivating", "stop-sigterm"), saved, desired=RUNNING)
+    assert (wanted.state, wanted.reason) == ("starting", "restarting: the engine is stopping")
+    unwanted = classify(DEPLOYMENT, _unit("deactivating", "stop-sigterm"), saved, desired=STOPPED)
+    assert (unwanted.state, unwanted.reason) == ("stopped", "stopping")
+
+
 def test_an_ipv6_host_is_bracketed_in_the_url() -> None:
     v6 = Deployment(name="llama", model="org/model", port=8001, host="::1")
     assert classify(v6, _unit("active", "running"), DeploymentState(name="llama")).url == "http://[::1]:8001"
