@@ -150,8 +150,9 @@ class Main:
 
     def serve(self, sock: socket.socket) -> Engine:
         host = self.cfg["host"]
-        sock.listen(128)
         engine = Engine(self.cfg)
+        ReadyFaults(self.cfg["modes"], self.crash).before_listening(engine)
+        sock.listen(128)
         self.server = FakeServer(sock, self.cfg, engine, self.crash)
         threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="http"

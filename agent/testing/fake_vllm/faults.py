@@ -76,6 +76,12 @@ class ReadyFaults:
             vlog("WARNING", "core.py:400", "EngineCore stopped making progress (fake hang)")
             engine.set_state("hung")
 
+    def before_listening(self, engine) -> None:
+        """``hang-after:0`` is wedged before the socket listens: no request may slip in first
+        (the watch loop's first tick is 50 ms after ready)."""
+        if self.hang_at == 0:
+            self.strike(0.0, engine)
+
     def engine_death_due(self, since: float) -> bool:
         """``engine-death-after:N``: time to SIGKILL the EngineCore."""
         return self.death_at is not None and since >= self.death_at
