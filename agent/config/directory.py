@@ -117,16 +117,17 @@ class _Reader:
             agent = None
         else:
             agent = _read_bytes(path / AGENT_FILE, AGENT_FILE, problems, missing_ok=True)
-        self.store = ValidatedStore(_state_dir(agent, user), path, user, agent or b"")
-        self.settings = self._settings(agent, user)
+        # Parsed once: where the validated entries live is its state_dir, read before validation.
+        data = None if agent is None else _parse_toml(agent, AGENT_FILE, problems)
+        self.store = ValidatedStore(_state_dir(data, user), path, user, agent or b"")
+        self.settings = self._settings(agent, data, user)
 
-    def _settings(self, agent: bytes | None, user: bool) -> AgentSettings:
+    def _settings(self, agent: bytes | None, data: dict[str, Any] | None, user: bool) -> AgentSettings:
         if agent is not None and (kept := self.store.get(AGENT_FILE, agent)) is not None:
             return AgentSettings.from_json(kept)
         settings = AgentSettings()
         if agent is not None:
-            data = _parse_toml(agent, AGENT_FILE, self.problems)
-            if data is None:
+            if data is None:  # invalid TOML, already reported
                 return settings
             from .validation import validated
 
@@ -172,13 +173,10 @@ class _Reader:
         return deployment
 
 
-def _state_dir(agent: bytes | None, user: bool) -> Path:
-    """Where the validated entries live, read before agent.toml is validated: its state_dir
+def _state_dir(agent: dict[str, Any] | None, user: bool) -> Path:
+    """Where the validated entries live, known before agent.toml is validated: its state_dir
     when it names an absolute one (validation would agree), else the scope's default."""
-    try:
-        value = tomllib.loads(agent.decode()).get("state_dir") if agent else None
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
-        value = None
+    value = agent.get("state_dir") if agent else None
     return Path(value) if isinstance(value, str) and os.path.isabs(value) else default_state_dir(user)
 
 

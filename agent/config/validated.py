@@ -62,9 +62,6 @@ class ValidatedStore:
         except OSError:
             pass
 
-    def forget(self, label: str) -> None:
-        (self.directory / f"{label}.json").unlink(missing_ok=True)
-
 
 def _trusted(info: os.stat_result) -> bool:
     return info.st_uid in (0, os.geteuid()) and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
