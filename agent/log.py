@@ -35,14 +35,9 @@ def wants_console(stream: TextIO) -> bool:
     return stream.isatty() and not os.environ.get("JOURNAL_STREAM")
 
 
-_configured = False
-
-
 def configure(*, verbose: bool = False, stream: TextIO | None = None) -> None:
     import structlog
 
-    global _configured
-    _configured = True
     stream = stream or sys.stdout
     level = logging.DEBUG if verbose else logging.INFO
     shared: list[Any] = [
@@ -65,7 +60,7 @@ def configure(*, verbose: bool = False, stream: TextIO | None = None) -> None:
 def get_logger(**bound: Any) -> FilteringBoundLogger:
     import structlog
 
-    if not _configured and not structlog.is_configured():  # (a test's capture_logs configures it)
+    if not structlog.is_configured():  # by configure(), or a test's capture_logs
         configure(stream=sys.stderr)  # stdout may be a command's result (status --json)
     return structlog.get_logger("vllm_agent").bind(**bound)
 
