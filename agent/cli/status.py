@@ -21,10 +21,9 @@ from ..config.names import check_name, unit_name
 from ..config.schema import MODELS_DIR
 from ..daemon.api import ask as ask_daemon
 from ..deployments.state import StateStore
-from ..deployments.status import DeploymentStatus, classify, one_line
+from ..deployments.status import DeploymentStatus, one_line, read_status
 from ..deployments.statusline import exit_status
 from ..gpu.records import PlacementRecords
-from ..render.dropin import written_hash
 from ..systemd.model import UnitManager
 
 Connect = Callable[[bool], Awaitable[UnitManager]]
@@ -90,10 +89,7 @@ async def _from_systemd(config: Config, connect: Connect, names: list[str]) -> d
     store = StateStore(config.state_dir)
     desired = DesiredStates(config.state_dir, config.unit_dir, user=config.user)
     placed = PlacementRecords(config.state_dir).all()  # one read for every deployment
-    found = {}
-    for item, unit in zip(names, states, strict=True):
-        deployment = config.deployments[item]
-        devices = placed.get(item) if deployment.gpus else None
-        saved = store.load(item)
-        found[item] = classify(deployment, unit, saved, written_hash(config, deployment), desired.get(item), devices)
-    return found
+    return {
+        item: read_status(config, config.deployments[item], unit, store.load(item), desired.get(item), placed)
+        for item, unit in zip(names, states, strict=True)
+    }

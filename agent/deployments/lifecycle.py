@@ -21,10 +21,10 @@ from ..gpu.devnodes import device_allow, sandboxed
 from ..gpu.placement import Placer
 from ..gpu.slots import Slot
 from ..pluginhost.manager import Plugins
-from ..render.dropin import Rendered, dropin_path, hash_of, render, written_hash
+from ..render.dropin import Rendered, dropin_path, hash_of, render
 from ..systemd.model import UnitManager, UnitState
 from .state import DeploymentState, StateStore
-from .status import DeploymentStatus, classify
+from .status import DeploymentStatus, read_status
 
 Progress = Callable[[str], None]
 POLL = 0.25
@@ -167,13 +167,9 @@ class Deployments:
         """``saved`` and ``placed`` (every deployment's devices): read once by a caller that
         asks for many deployments, else read here."""
         saved = saved if saved is not None else self.store.load(deployment.name)
-        if not deployment.gpus:
-            devices = None
-        else:
-            devices = placed.get(deployment.name) if placed is not None else self.placer.records.get(deployment.name)
-        return classify(
-            deployment, unit, saved, written_hash(self.config, deployment), self.desired.get(deployment.name), devices
-        )
+        if placed is None and deployment.gpus:
+            placed = self.placer.records.all()
+        return read_status(self.config, deployment, unit, saved, self.desired.get(deployment.name), placed or {})
 
     # Waiting ---------------------------------------------------------------------------------
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..config.schema import Deployment
+from ..render.dropin import written_hash
 from ..systemd.model import UnitState
 from ..urls import http_url
 from . import statusline
 from .state import DeploymentState
 
 if TYPE_CHECKING:
+    from ..config.directory import Config
     from ..gpu.slots import Slot
 
 State = Literal["stopped", "starting", "ready", "unhealthy", "failed", "crash-loop"]
@@ -45,6 +47,20 @@ class DeploymentStatus:
     def from_json(cls, data: dict[str, Any]) -> DeploymentStatus:
         known = cls.__dataclass_fields__
         return cls(**{key: value for key, value in data.items() if key in known})
+
+
+def read_status(
+    config: Config,
+    deployment: Deployment,
+    unit: UnitState,
+    saved: DeploymentState,
+    desired: str,
+    placed: Mapping[str, Sequence[Slot]],
+) -> DeploymentStatus:
+    """A deployment's status from systemd's ``unit`` and what is on disk: its drop-in's hash, the
+    launcher's state (``saved``) and the placement record (``placed``: each deployment's devices)."""
+    devices = placed.get(deployment.name) if deployment.gpus else None
+    return classify(deployment, unit, saved, written_hash(config, deployment), desired, devices)
 
 
 def classify(
