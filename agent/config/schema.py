@@ -194,19 +194,16 @@ def _checks(cls: type) -> dict[str, list[tuple[type | None, Check]]]:
         if typing.get_origin(hint) is Annotated:
             return [(member, item) for item in hint.__metadata__ if isinstance(item, Check)]
         if typing.get_origin(hint) in (typing.Union, types.UnionType):
-            return [
-                check
-                for arg in typing.get_args(hint)
-                for check in found(
-                    arg, _base_type(typing.get_args(arg)[0] if typing.get_origin(arg) is Annotated else arg)
-                )
-            ]
+            return [check for arg in typing.get_args(hint) for check in found(arg, _base_type(arg))]
         return []
 
     return {name: found(hint, None) for name, hint in _hints(cls).items()}
 
 
 def _base_type(hint: Any) -> type | None:
+    """``list`` for ``Annotated[list[str], ...]``, ``int`` for ``int``; None for no class."""
+    if typing.get_origin(hint) is Annotated:
+        hint = typing.get_args(hint)[0]
     base = typing.get_origin(hint) or hint
     return base if isinstance(base, type) else None
 
